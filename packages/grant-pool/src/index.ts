@@ -18,3 +18,4 @@ export {
   isGrantAddress,
 } from './grant-address.js';
 export { createTestMemory, type TestMemory, type TestMemoryOptions } from './test-memory.js';
+export { createRegionsMemory, type MemoryRegion, type RegionsMemory } from './regions-memory.js';

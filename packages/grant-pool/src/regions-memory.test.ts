@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { GuestMemoryError } from './memory-errors.js';
+import { createRegionsMemory, type MemoryRegion } from './regions-memory.js';
+
+function region(
+  guestAddress: bigint,
+  size: number,
+  userAddress: bigint,
+  fill = 0,
+): MemoryRegion & { unmapped: number } {
+  const bytes = new Uint8Array(size).fill(fill);
+  const out = {
+    guestAddress,
+    userAddress,
+    bytes,
+    unmapped: 0,
+    unmap() {
+      out.unmapped++;
+    },
+  };
+  return out;
+}
+
+describe('regions memory', () => {
+  it('reads and writes in place in the region holding the address', () => {
+    const low = region(0n, 0x1000, 0x7f00_0000_0000n);
+    const high = region(0x10_0000n, 0x1000, 0x7f00_1000_0000n);
+    const memory = createRegionsMemory([high, low]);
+    expect(memory.regions.map((r) => r.guestAddress)).toEqual([0n, 0x10_0000n]);
+    memory.write(0x10_0010n, Uint8Array.of(1, 2, 3));
+    expect([...high.bytes.subarray(0x10, 0x13)]).toEqual([1, 2, 3]);
+    const back = new Uint8Array(3);
+    memory.read(0x10_0010n, back);
+    expect([...back]).toEqual([1, 2, 3]);
+  });
+
+  it('faults unmapped on holes, past the end and across a gap', () => {
+    const memory = createRegionsMemory([
+      region(0n, 0x1000, 0x1000_0000n),
+      region(0x2000n, 0x1000, 0x2000_0000n),
+    ]);
+    expect(memory.check(0x1000n, 1, 'read')).toBe('unmapped');
+    expect(memory.check(0xff0n, 0x20, 'read')).toBe('unmapped');
+    expect(memory.check(0x3000n, 1, 'write')).toBe('unmapped');
+    expect(memory.check(0n, -1, 'read')).toBe('invalid-range');
+    expect(memory.check((1n << 64n) - 1n, 2, 'read')).toBe('invalid-range');
+    expect(() => memory.read(0x1800n, new Uint8Array(1))).toThrowError(GuestMemoryError);
+    expect(memory.counters.faults).toBe(1);
+  });
+
+  it('splits a range across adjacent regions into segments, and refuses a view of it', () => {
+    const a = region(0n, 0x1000, 0x5000_0000n, 0xaa);
+    const b = region(0x1000n, 0x1000, 0x9000_0000n, 0xbb);
+    const memory = createRegionsMemory([a, b]);
+    const mapped = memory.map([{ address: 0xff0n, length: 0x20, access: 'read' }]);
+    expect(mapped.segments[0]!.map((s) => s.length)).toEqual([0x10, 0x10]);
+    expect(mapped.segments[0]![1]![0]).toBe(0xbb);
+    mapped.release();
+    const copy = new Uint8Array(0x20);
+    memory.read(0xff0n, copy);
+    expect(copy[0x0f]).toBe(0xaa);
+    expect(copy[0x10]).toBe(0xbb);
+    expect(() => memory.view(0xff0n, 0x20, 'read')).toThrow(/not-contiguous/);
+  });
+
+  it('translates frontend user addresses to guest addresses within one region', () => {
+    const memory = createRegionsMemory([region(0x10_0000n, 0x2000, 0x7fff_0000_0000n)]);
+    expect(memory.translateUserAddress(0x7fff_0000_1000n, 0x100)).toBe(0x10_1000n);
+    expect(memory.translateUserAddress(0x7fff_0000_1f00n, 0x200)).toBeUndefined();
+    expect(memory.translateUserAddress(0x10_0000n, 1)).toBeUndefined();
+  });
+
+  it('rejects overlapping regions in guest or user space', () => {
+    const memory = createRegionsMemory([region(0x1000n, 0x1000, 0x10_0000n)]);
+    expect(() => memory.addRegion(region(0x1800n, 0x1000, 0x90_0000n))).toThrow(RangeError);
+    expect(() => memory.addRegion(region(0x8000n, 0x1000, 0x10_0800n))).toThrow(RangeError);
+    expect(() => memory.addRegion(region(0x8000n, 0, 0x80_0000n))).toThrow(RangeError);
+    expect(() => memory.addRegion(region((1n << 64n) - 0x800n, 0x1000, 0x80_0000n))).toThrow(RangeError);
+    expect(memory.regions).toHaveLength(1);
+  });
+
+  it('keeps a region that a live view uses until unmapAll, then unmaps it once', () => {
+    const r = region(0n, 0x1000, 0x4000_0000n);
+    const memory = createRegionsMemory([r]);
+    memory.view(0x100n, 0x10, 'read');
+    const request = memory.map([{ address: 0x200n, length: 4, access: 'write' }]);
+    expect(memory.liveMappings()).toBe(2);
+    expect(memory.removeRegion(0n, 0x1000)).toBe(false);
+    request.release([4]);
+    expect(memory.removeRegion(0n, 0x1000)).toBe(false);
+    memory.unmapAll();
+    expect(memory.liveMappings()).toBe(0);
+    expect(memory.removeRegion(0n, 0x800)).toBe(false);
+    expect(memory.removeRegion(0n, 0x1000)).toBe(true);
+    expect(r.unmapped).toBe(1);
+    expect(memory.check(0n, 1, 'read')).toBe('unmapped');
+  });
+
+  it('clear unmaps every region', () => {
+    const a = region(0n, 0x1000, 0x1000_0000n);
+    const b = region(0x4000n, 0x1000, 0x2000_0000n);
+    const memory = createRegionsMemory([a, b]);
+    memory.clear();
+    expect(a.unmapped + b.unmapped).toBe(2);
+    expect(memory.regions).toHaveLength(0);
+  });
+});

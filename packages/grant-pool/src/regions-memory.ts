@@ -1,0 +1,278 @@
+import type {
+  FenceOrder,
+  GuestMemory,
+  MappedRanges,
+  MemoryAccess,
+  MemoryCounters,
+  MemoryRange,
+} from './guest-memory.js';
+import { MAX_RANGE_LENGTH } from './guest-memory.js';
+import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
+import { fence } from './memory-fence.js';
+
+/**
+ * One guest-physical region as a vhost-user frontend describes it (QEMU's
+ * docs/interop/vhost-user.rst "Memory region description"), already mapped on the host by
+ * whoever received its file descriptor: `bytes[0]` is guest address `guestAddress`.
+ */
+export interface MemoryRegion {
+  /** Guest-physical address of the first byte. */
+  readonly guestAddress: bigint;
+  /** The frontend's own virtual address of the first byte: vring addresses arrive in this space. */
+  readonly userAddress: bigint;
+  /** The mapped bytes; `bytes.length` is the region size. */
+  readonly bytes: Uint8Array;
+  /** Undoes the host mapping once nothing uses the region any more. Called once. */
+  unmap?(): void;
+}
+
+/** Guest memory made of several mapped regions; regions come and go as the frontend says. */
+export interface RegionsMemory extends GuestMemory {
+  readonly kind: 'regions';
+  /** The regions, sorted by guest address. */
+  readonly regions: readonly MemoryRegion[];
+  /**
+   * Adds a region. Throws `RangeError` (and leaves the region to the caller) when it
+   * overlaps a region in guest-physical or frontend-virtual space, or wraps past 2^64.
+   */
+  addRegion(region: MemoryRegion): void;
+  /**
+   * Removes the region that starts at `guestAddress` with `size` bytes and unmaps it.
+   * Returns false when there is none, or when a live view or request mapping still uses it
+   * (unmapping it then would pull memory from under the device).
+   */
+  removeRegion(guestAddress: bigint, size: number): boolean;
+  /** Removes and unmaps every region; `unmapAll` first when mappings may still be live. */
+  clear(): void;
+  /**
+   * Translates a frontend virtual address (vhost-user ring addresses) to a guest-physical
+   * one. Returns undefined when `length` bytes from it are not inside one region.
+   */
+  translateUserAddress(userAddress: bigint, length: number): bigint | undefined;
+}
+
+interface RegionState {
+  readonly region: MemoryRegion;
+  readonly start: bigint;
+  readonly end: bigint;
+  readonly userStart: bigint;
+  readonly userEnd: bigint;
+  /** Views and request mappings currently pointing into this region. */
+  live: number;
+}
+
+class RegionsGuestMemory implements RegionsMemory {
+  readonly kind = 'regions' as const;
+  readonly counters: MemoryCounters = {
+    maps: 0,
+    unmaps: 0,
+    copies: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    faults: 0,
+  };
+  private states: RegionState[] = [];
+  /** Live views (for rings) by the region they point into, so `unmapAll` can release them. */
+  private views = 0;
+  private requests = new Set<RegionState[]>();
+
+  get regions(): readonly MemoryRegion[] {
+    return this.states.map((state) => state.region);
+  }
+
+  addRegion(region: MemoryRegion): void {
+    const size = BigInt(region.bytes.length);
+    const start = region.guestAddress;
+    const userStart = region.userAddress;
+    if (size === 0n) throw new RangeError('a memory region must not be empty');
+    if (start < 0n || start + size > 1n << 64n || userStart < 0n || userStart + size > 1n << 64n) {
+      throw new RangeError(`region 0x${start.toString(16)}+0x${size.toString(16)} wraps past 2^64`);
+    }
+    const end = start + size;
+    const userEnd = userStart + size;
+    for (const other of this.states) {
+      if (start < other.end && end > other.start) {
+        throw new RangeError(
+          `region 0x${start.toString(16)}+0x${size.toString(16)} overlaps guest region 0x${other.start.toString(16)}`,
+        );
+      }
+      if (userStart < other.userEnd && userEnd > other.userStart) {
+        throw new RangeError(
+          `region at user address 0x${userStart.toString(16)} overlaps the one at 0x${other.userStart.toString(16)}`,
+        );
+      }
+    }
+    this.states.push({ region, start, end, userStart, userEnd, live: 0 });
+    this.states.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  }
+
+  removeRegion(guestAddress: bigint, size: number): boolean {
+    const index = this.states.findIndex((s) => s.start === guestAddress && s.end - s.start === BigInt(size));
+    if (index < 0) return false;
+    const state = this.states[index]!;
+    if (state.live > 0) return false;
+    this.states.splice(index, 1);
+    state.region.unmap?.();
+    return true;
+  }
+
+  clear(): void {
+    const states = this.states;
+    this.states = [];
+    for (const state of states) state.region.unmap?.();
+  }
+
+  translateUserAddress(userAddress: bigint, length: number): bigint | undefined {
+    const want = BigInt(length);
+    for (const state of this.states) {
+      if (userAddress >= state.userStart && userAddress + want <= state.userEnd) {
+        return state.start + (userAddress - state.userStart);
+      }
+    }
+    return undefined;
+  }
+
+  /** The region holding `address`, or undefined. */
+  private find(address: bigint): RegionState | undefined {
+    for (const state of this.states) if (address >= state.start && address < state.end) return state;
+    return undefined;
+  }
+
+  /**
+   * The regions covering `[address, address + length)` in order, or the fault. Adjacent
+   * regions are separate host mappings, so a range across them comes back in pieces.
+   */
+  private cover(address: bigint, length: number): RegionState[] | MemoryFaultCode {
+    if (!Number.isInteger(length) || length < 0 || length > MAX_RANGE_LENGTH) return 'invalid-range';
+    if (address < 0n || address + BigInt(length) > 1n << 64n) return 'invalid-range';
+    const end = address + BigInt(length);
+    const out: RegionState[] = [];
+    let at = address;
+    do {
+      const state = this.find(at);
+      if (state === undefined) return 'unmapped';
+      out.push(state);
+      at = state.end;
+    } while (at < end);
+    return out;
+  }
+
+  check(address: bigint, length: number, _access: MemoryAccess): MemoryFaultCode | undefined {
+    const cover = this.cover(address, length);
+    return typeof cover === 'string' ? cover : undefined;
+  }
+
+  private coverOrThrow(address: bigint, length: number): RegionState[] {
+    const cover = this.cover(address, length);
+    if (typeof cover === 'string') {
+      this.counters.faults++;
+      throw new GuestMemoryError(cover, address, length);
+    }
+    return cover;
+  }
+
+  /** Host views of the range, one per region it crosses. */
+  private slices(states: readonly RegionState[], address: bigint, length: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let at = address;
+    let left = length;
+    for (const state of states) {
+      const offset = Number(at - state.start);
+      const n = Math.min(left, state.region.bytes.length - offset);
+      out.push(state.region.bytes.subarray(offset, offset + n));
+      at += BigInt(n);
+      left -= n;
+    }
+    if (length === 0 && out.length === 0) out.push(new Uint8Array(0));
+    return out;
+  }
+
+  read(address: bigint, target: Uint8Array): void {
+    const states = this.coverOrThrow(address, target.length);
+    let done = 0;
+    for (const slice of this.slices(states, address, target.length)) {
+      target.set(slice, done);
+      done += slice.length;
+    }
+    this.counters.copies++;
+    this.counters.bytesRead += target.length;
+  }
+
+  write(address: bigint, source: Uint8Array): void {
+    const states = this.coverOrThrow(address, source.length);
+    let done = 0;
+    for (const slice of this.slices(states, address, source.length)) {
+      slice.set(source.subarray(done, done + slice.length));
+      done += slice.length;
+    }
+    this.counters.copies++;
+    this.counters.bytesWritten += source.length;
+  }
+
+  view(address: bigint, length: number, _access: MemoryAccess): Uint8Array {
+    const states = this.coverOrThrow(address, length);
+    if (states.length !== 1) {
+      this.counters.faults++;
+      throw new GuestMemoryError('not-contiguous', address, length);
+    }
+    const state = states[0]!;
+    state.live++;
+    this.views++;
+    this.counters.maps++;
+    const offset = Number(address - state.start);
+    return state.region.bytes.subarray(offset, offset + length);
+  }
+
+  map(ranges: readonly MemoryRange[]): MappedRanges {
+    const covers = ranges.map((range) => this.coverOrThrow(range.address, range.length));
+    const segments = ranges.map((range, i) => this.slices(covers[i]!, range.address, range.length));
+    const touched = covers.flat();
+    for (const state of touched) state.live++;
+    this.requests.add(touched);
+    this.counters.maps += ranges.length;
+    let released = false;
+    return {
+      segments,
+      release: (written) => {
+        if (released) return;
+        released = true;
+        if (this.requests.delete(touched)) for (const state of touched) state.live--;
+        this.counters.unmaps += ranges.length;
+        ranges.forEach((range, i) => {
+          if (range.access === 'read') this.counters.bytesRead += range.length;
+          else this.counters.bytesWritten += written?.[i] ?? range.length;
+        });
+      },
+    };
+  }
+
+  fence(order: FenceOrder): void {
+    fence(order);
+  }
+
+  unmapAll(): void {
+    let live = this.views;
+    for (const touched of this.requests) live += touched.length;
+    this.counters.unmaps += live;
+    this.views = 0;
+    this.requests.clear();
+    for (const state of this.states) state.live = 0;
+  }
+
+  liveMappings(): number {
+    let live = this.views;
+    for (const touched of this.requests) live += touched.length;
+    return live;
+  }
+}
+
+/**
+ * The `regions` strategy: guest memory a vhost-user frontend shares as file descriptors,
+ * one host mapping per region. Buffers are reached in place (zero copy); a buffer that
+ * crosses two regions comes back as two segments.
+ */
+export function createRegionsMemory(regions: readonly MemoryRegion[] = []): RegionsMemory {
+  const memory = new RegionsGuestMemory();
+  for (const region of regions) memory.addRegion(region);
+  return memory;
+}
