@@ -8,6 +8,7 @@ export {
   type QueueSetup,
 } from './device-controller.js';
 export { serviceQueue, type ChainResult, type ServiceResult } from './queue-service.js';
+export { PackedQueue, checkPackedQueueConfig } from './packed-queue.js';
 export { SplitQueue, checkSplitQueueConfig } from './split-queue.js';
 export * as splitRing from './split-ring-wire.js';
 export * as packedRing from './packed-ring-wire.js';

@@ -18,7 +18,8 @@ export const CORE_FEATURES =
   VIRTIO_F_INDIRECT_DESC |
   VIRTIO_F_EVENT_IDX |
   VIRTIO_F_VERSION_1 |
-  VIRTIO_F_ACCESS_PLATFORM;
+  VIRTIO_F_ACCESS_PLATFORM |
+  VIRTIO_F_RING_PACKED;
 
 /** Reserved bits (24..49) xvio does not implement: masked out of any device's offer. */
 export const RESERVED_FEATURE_MASK = ((1n << 50n) - 1n) & ~((1n << 24n) - 1n);

@@ -1,0 +1,449 @@
+import { type GuestMemory, GuestMemoryError } from '@xvio/grant-pool';
+import { DescriptorChain } from './descriptor-chain.js';
+import {
+  EVENT_DESC,
+  EVENT_FLAGS,
+  EVENT_SUPPRESS_SIZE,
+  encodeEventDesc,
+  PACKED_DESC_ALIGN,
+  PACKED_DESC_SIZE,
+  PACKED_EVENT_ALIGN,
+  packedNeedEvent,
+  packedRingSize,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  USED_FLAGS_WRAP_0,
+  USED_FLAGS_WRAP_1,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from './packed-ring-wire.js';
+import { MAX_QUEUE_SIZE } from './split-ring-wire.js';
+import { VirtqueueError, type VirtqueueErrorCode } from './virtio-errors.js';
+import {
+  newVirtqueueStats,
+  type Virtqueue,
+  type VirtqueueConfig,
+  type VirtqueueState,
+  type VirtqueueStats,
+} from './virtqueue.js';
+
+const MAX_CHAIN_BYTES = 0xffff_ffff;
+
+function dataView(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Validates where the driver put a packed queue. Throws `VirtqueueError`.
+ * Packed rings need not be a power of two (2.8.10.1: "Queue Size ... any value up to 32768").
+ */
+export function checkPackedQueueConfig(config: VirtqueueConfig): void {
+  const { size, maxSize } = config;
+  const limit = Math.min(maxSize, MAX_QUEUE_SIZE);
+  if (!Number.isInteger(size) || size < 1 || size > limit) {
+    throw new VirtqueueError(
+      'invalid-queue-size',
+      `queue size ${size} must be between 1 and ${limit} (spec 2.8.10.1)`,
+    );
+  }
+  const misaligned = (address: bigint, align: number) => address % BigInt(align) !== 0n;
+  if (
+    misaligned(config.desc, PACKED_DESC_ALIGN) ||
+    misaligned(config.driver, PACKED_EVENT_ALIGN) ||
+    misaligned(config.device, PACKED_EVENT_ALIGN)
+  ) {
+    throw new VirtqueueError(
+      'misaligned-ring',
+      `desc 0x${config.desc.toString(16)}, driver 0x${config.driver.toString(16)}, device 0x${config.device.toString(16)} must be aligned to 16, 4 and 4 (spec 2.8.10.1)`,
+    );
+  }
+}
+
+/**
+ * The device side of a packed virtqueue (spec 2.8). One descriptor ring carries both
+ * directions: the driver marks descriptors available with its wrap counter, the device
+ * overwrites them in place with used descriptors carrying its own wrap counter.
+ */
+export class PackedQueue implements Virtqueue {
+  readonly packed = true;
+  readonly size: number;
+  readonly stats: VirtqueueStats = newVirtqueueStats();
+  private brokenError: VirtqueueError | undefined;
+  private readonly ring: DataView;
+  /** Written by the driver: whether it wants used-buffer notifications (2.8.10). */
+  private readonly driverEvent: DataView;
+  /** Written by us: whether we want available-buffer notifications (2.8.10). */
+  private readonly deviceEvent: DataView;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  /** Ring offset of the next descriptor to consume, and the driver's wrap counter there (2.8.1). */
+  private nextAvail: number;
+  private availWrap: number;
+  /** Ring offset where the next used descriptor goes, and our wrap counter there (2.8.1). */
+  private nextUsed: number;
+  private usedWrap: number;
+  /** Where the last pop started, for `undoPop`; -1 when there is nothing to undo. */
+  private lastPopAvail = -1;
+  private lastPopWrap = 1;
+  private staged = 0;
+  /** The first staged used descriptor: its flags are stored last, in `publishUsed`. */
+  private firstStagedOffset = 0;
+  private firstStagedFlags = 0;
+  /** Ring slots published since the driver was last considered for an interrupt. */
+  private slotsSinceSignal = 0;
+  private signalledBefore = false;
+  /** Our last write to the device event flags, to skip redundant stores. */
+  private deviceEventFlags = -1;
+
+  constructor(
+    private readonly memory: GuestMemory,
+    config: VirtqueueConfig,
+    state?: VirtqueueState,
+  ) {
+    checkPackedQueueConfig(config);
+    const size = config.size;
+    this.size = size;
+    this.eventIdx = config.eventIdx;
+    this.indirect = config.indirect;
+    try {
+      // We write used descriptors into the same ring the driver fills (2.8.22).
+      this.ring = dataView(memory.view(config.desc, packedRingSize(size), 'write'));
+      this.driverEvent = dataView(memory.view(config.driver, EVENT_SUPPRESS_SIZE, 'read'));
+      this.deviceEvent = dataView(memory.view(config.device, EVENT_SUPPRESS_SIZE, 'write'));
+    } catch (error) {
+      if (!GuestMemoryError.isInstance(error)) throw error;
+      throw new VirtqueueError(
+        'ring-unreachable',
+        `the rings are not accessible guest memory (${error.code})`,
+        {
+          cause: error,
+        },
+      );
+    }
+    const nextAvail = state?.nextAvail ?? 0;
+    const nextUsed = state?.nextUsed ?? nextAvail;
+    if (
+      !Number.isInteger(nextAvail) ||
+      nextAvail < 0 ||
+      nextAvail >= size ||
+      !Number.isInteger(nextUsed) ||
+      nextUsed < 0 ||
+      nextUsed >= size
+    ) {
+      throw new VirtqueueError(
+        'invalid-avail-idx',
+        `ring positions ${nextAvail}/${nextUsed} outside a ring of ${size} (spec 2.8.1)`,
+      );
+    }
+    // Both wrap counters start at 1 (2.8.1).
+    this.nextAvail = nextAvail;
+    this.availWrap = (state?.availWrap ?? true) ? 1 : 0;
+    this.nextUsed = nextUsed;
+    this.usedWrap = (state?.usedWrap ?? state?.availWrap ?? true) ? 1 : 0;
+  }
+
+  get broken(): VirtqueueError | undefined {
+    return this.brokenError;
+  }
+
+  private fail(code: VirtqueueErrorCode, message: string, cause?: unknown): never {
+    this.brokenError = new VirtqueueError(code, message, cause === undefined ? undefined : { cause });
+    throw this.brokenError;
+  }
+
+  private availableAt(offset: number, wrap: number): boolean {
+    const flags = this.ring.getUint16(offset * PACKED_DESC_SIZE + 14, true);
+    return ((flags >> 7) & 1) === wrap && ((flags >> 15) & 1) !== wrap;
+  }
+
+  hasAvailable(): boolean {
+    if (this.brokenError) return false;
+    return this.availableAt(this.nextAvail, this.availWrap);
+  }
+
+  pop(): DescriptorChain | undefined {
+    if (this.brokenError) return undefined;
+    const start = this.nextAvail;
+    const startWrap = this.availWrap;
+    const ring = this.ring;
+    const headFlags = ring.getUint16(start * PACKED_DESC_SIZE + 14, true);
+    if (((headFlags >> 7) & 1) !== startWrap || ((headFlags >> 15) & 1) === startWrap) return undefined;
+    // 2.8.21.2: the driver stores the head's flags last, after a write barrier; the other
+    // fields (and the rest of the chain) must be read after the flags.
+    this.memory.fence('acquire');
+    const chain = this.readChain(start, startWrap, headFlags);
+    this.lastPopAvail = start;
+    this.lastPopWrap = startWrap;
+    this.stats.popped++;
+    return chain;
+  }
+
+  undoPop(): void {
+    if (this.lastPopAvail < 0) return;
+    this.nextAvail = this.lastPopAvail;
+    this.availWrap = this.lastPopWrap;
+    this.lastPopAvail = -1;
+    this.stats.popped--;
+  }
+
+  /**
+   * Walks one buffer's descriptors once, copying them into the chain (no double fetch), and
+   * checks every rule of spec 2.8.17 / 2.8.19 on the way. Advances `nextAvail` on success.
+   */
+  private readChain(start: number, startWrap: number, headFlags: number): DescriptorChain {
+    const size = this.size;
+    const ring = this.ring;
+    const fields: number[] = [];
+    let index = start;
+    let wrap = startWrap;
+    let flags = headFlags;
+    let slots = 0;
+    let readable = 0;
+    let writable = 0;
+    let id: number;
+    for (;;) {
+      const offset = index * PACKED_DESC_SIZE;
+      if (slots > 0) {
+        flags = ring.getUint16(offset + 14, true);
+        // 2.8.17: the driver makes every descriptor of a list available before the first.
+        if (((flags >> 7) & 1) !== wrap || ((flags >> 15) & 1) === wrap) {
+          this.fail(
+            'invalid-packed-descriptor',
+            `descriptor ${index} continues a chain but is not available (spec 2.8.17)`,
+          );
+        }
+      }
+      const addressLow = ring.getUint32(offset, true);
+      const addressHigh = ring.getUint32(offset + 4, true);
+      const length = ring.getUint32(offset + 8, true);
+      id = ring.getUint16(offset + 12, true);
+      slots++;
+      if (++index === size) {
+        index = 0;
+        wrap ^= 1;
+      }
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (!this.indirect) {
+          this.fail(
+            'indirect-not-negotiated',
+            'VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC (spec 2.8.19)',
+          );
+        }
+        if (flags & VIRTQ_DESC_F_NEXT) {
+          this.fail(
+            'indirect-with-next',
+            'VIRTQ_DESC_F_INDIRECT together with VIRTQ_DESC_F_NEXT (spec 2.8.19)',
+          );
+        }
+        if (slots > 1) {
+          this.fail(
+            'invalid-packed-descriptor',
+            'an indirect descriptor inside a list linked by VIRTQ_DESC_F_NEXT (spec 2.8.19)',
+          );
+        }
+        const counts = this.readIndirect(addressHigh, addressLow, length, fields);
+        readable = counts[0];
+        writable = counts[1];
+        break;
+      }
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        writable += length;
+        fields.push(addressLow, addressHigh, length, 1);
+      } else {
+        // 2.8.17: device-writable elements come after all device-readable ones.
+        if (writable !== 0 || (slots > 1 && fields[fields.length - 1] === 1)) {
+          this.fail(
+            'readable-after-writable',
+            `descriptor ${index} is device-readable after a device-writable one (spec 2.8.17)`,
+          );
+        }
+        readable += length;
+        fields.push(addressLow, addressHigh, length, 0);
+      }
+      if (readable + writable > MAX_CHAIN_BYTES) {
+        this.fail('chain-length-overflow', `chain from ${start} holds 2^32 bytes or more (spec 2.8.4)`);
+      }
+      // 2.8.6: the buffer id is in the last descriptor of the list.
+      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+      // 2.8.17: a list is never longer than the queue size; this also ends a walk around the ring.
+      if (slots === size)
+        this.fail('chain-too-long', `chain from ${start} is longer than queue size ${size} (spec 2.8.17)`);
+    }
+    // The spec leaves buffer ids to the driver, but no more than `size` buffers are ever in
+    // flight and every driver (Linux, DPDK) numbers them below the queue size; bounding the
+    // id lets devices index per-buffer state by it (2.8.13).
+    if (id >= size)
+      this.fail('descriptor-out-of-range', `buffer id ${id} >= queue size ${size} (spec 2.8.13)`);
+    this.nextAvail = index;
+    this.availWrap = wrap;
+    return new DescriptorChain(id, fields, readable, writable, slots);
+  }
+
+  /**
+   * Copies an indirect table out of guest memory once and walks the copy: its descriptors
+   * are used in order, only VIRTQ_DESC_F_WRITE counts (2.8.19). Returns [readable, writable].
+   */
+  private readIndirect(high: number, low: number, length: number, fields: number[]): [number, number] {
+    if (length === 0 || length % PACKED_DESC_SIZE !== 0) {
+      this.fail(
+        'invalid-indirect-length',
+        `indirect table length ${length} is not a non-zero multiple of 16 (spec 2.8.19)`,
+      );
+    }
+    const count = length / PACKED_DESC_SIZE;
+    if (count > this.size) {
+      this.fail(
+        'chain-too-long',
+        `indirect table of ${count} descriptors is longer than queue size ${this.size} (spec 2.8.19)`,
+      );
+    }
+    const address = (BigInt(high) << 32n) | BigInt(low);
+    const copy = new Uint8Array(length);
+    try {
+      this.memory.read(address, copy);
+    } catch (error) {
+      if (!GuestMemoryError.isInstance(error)) throw error;
+      this.fail(
+        'descriptor-address-invalid',
+        `indirect table at 0x${address.toString(16)}+${length} is not readable (${error.code})`,
+        error,
+      );
+    }
+    const table = new DataView(copy.buffer);
+    let readable = 0;
+    let writable = 0;
+    for (let i = 0; i < count; i++) {
+      const offset = i * PACKED_DESC_SIZE;
+      const flags = table.getUint16(offset + 14, true);
+      const size = table.getUint32(offset + 8, true);
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        this.fail('nested-indirect', 'VIRTQ_DESC_F_INDIRECT inside an indirect table (spec 2.8.19)');
+      }
+      if (flags & VIRTQ_DESC_F_WRITE) {
+        writable += size;
+        fields.push(table.getUint32(offset, true), table.getUint32(offset + 4, true), size, 1);
+      } else {
+        if (writable !== 0 || (i > 0 && fields[fields.length - 1] === 1)) {
+          this.fail(
+            'readable-after-writable',
+            `indirect descriptor ${i} is device-readable after a device-writable one (spec 2.8.17)`,
+          );
+        }
+        readable += size;
+        fields.push(table.getUint32(offset, true), table.getUint32(offset + 4, true), size, 0);
+      }
+      if (readable + writable > MAX_CHAIN_BYTES) {
+        this.fail('chain-length-overflow', `indirect table holds 2^32 bytes or more (spec 2.8.4)`);
+      }
+    }
+    return [readable, writable];
+  }
+
+  addUsed(chain: DescriptorChain, length: number): void {
+    if (this.brokenError) return;
+    const written = Math.min(length >>> 0, chain.writableLength);
+    const offset = this.nextUsed * PACKED_DESC_SIZE;
+    const ring = this.ring;
+    // 2.8.4: in a used descriptor only len (bytes written) and id matter; WRITE says len is valid.
+    ring.setUint32(offset + 8, written, true);
+    ring.setUint16(offset + 12, chain.head, true);
+    const flags =
+      (this.usedWrap ? USED_FLAGS_WRAP_1 : USED_FLAGS_WRAP_0) |
+      (chain.writableLength > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    if (this.staged === 0) {
+      // The driver polls the first one (2.8.22): its flags go last, so the batch appears at once.
+      this.firstStagedOffset = offset;
+      this.firstStagedFlags = flags;
+    } else {
+      ring.setUint16(offset + 14, flags, true);
+    }
+    // 2.8.22: the next used descriptor follows all the ring slots this buffer took.
+    let next = this.nextUsed + chain.ringSlots;
+    if (next >= this.size) {
+      next -= this.size;
+      this.usedWrap ^= 1;
+    }
+    this.nextUsed = next;
+    this.staged++;
+    this.slotsSinceSignal += chain.ringSlots;
+    this.lastPopAvail = -1;
+    this.stats.used++;
+  }
+
+  publishUsed(): number {
+    const count = this.staged;
+    if (count === 0 || this.brokenError) return 0;
+    // Every staged id/len (and the later flags) must be visible before the first flags (2.8.21.2).
+    this.memory.fence('release');
+    this.ring.setUint16(this.firstStagedOffset + 14, this.firstStagedFlags, true);
+    this.staged = 0;
+    this.stats.published += count;
+    return count;
+  }
+
+  needsNotification(): boolean {
+    if (this.brokenError || this.staged !== 0) return false;
+    const advanced = this.slotsSinceSignal;
+    if (advanced === 0) return false;
+    this.slotsSinceSignal = 0;
+    const signalledBefore = this.signalledBefore;
+    this.signalledBefore = true;
+    // Our used descriptors must be visible before we read the driver's suppression (2.8.21.3).
+    this.memory.fence('seq-cst');
+    const flags = this.driverEvent.getUint16(EVENT_FLAGS, true);
+    let needed: boolean;
+    if (flags === RING_EVENT_FLAGS_DISABLE) {
+      needed = false;
+    } else if (flags === RING_EVENT_FLAGS_DESC && this.eventIdx) {
+      const offWrap = this.driverEvent.getUint16(EVENT_DESC, true);
+      const now = this.nextUsed;
+      needed =
+        !signalledBefore ||
+        advanced >= this.size ||
+        packedNeedEvent(this.size, this.usedWrap, offWrap, now, (now - advanced) & 0xffff);
+    } else {
+      // ENABLE, or a value the driver may not write (DESC without RING_EVENT_IDX, reserved 3):
+      // notifying is always safe.
+      needed = true;
+    }
+    if (needed) this.stats.notificationsNeeded++;
+    else this.stats.notificationsSuppressed++;
+    return needed;
+  }
+
+  private setDeviceEventFlags(flags: number): void {
+    if (this.deviceEventFlags === flags) return;
+    this.deviceEventFlags = flags;
+    this.deviceEvent.setUint16(EVENT_FLAGS, flags, true);
+  }
+
+  enableNotification(): boolean {
+    if (this.brokenError) return false;
+    if (this.eventIdx) {
+      // 2.8.10: with RING_EVENT_IDX, ask for a kick when the driver reaches our next descriptor.
+      this.deviceEvent.setUint16(EVENT_DESC, encodeEventDesc(this.nextAvail, this.availWrap), true);
+      this.setDeviceEventFlags(RING_EVENT_FLAGS_DESC);
+    } else {
+      this.setDeviceEventFlags(RING_EVENT_FLAGS_ENABLE);
+    }
+    // The driver must see the request for kicks before we look for new buffers (2.8.21.3).
+    this.memory.fence('seq-cst');
+    return this.availableAt(this.nextAvail, this.availWrap);
+  }
+
+  disableNotification(): void {
+    if (this.brokenError) return;
+    this.setDeviceEventFlags(RING_EVENT_FLAGS_DISABLE);
+  }
+
+  getState(): VirtqueueState {
+    return {
+      nextAvail: this.nextAvail,
+      nextUsed: this.nextUsed,
+      availWrap: this.availWrap === 1,
+      usedWrap: this.usedWrap === 1,
+    };
+  }
+}
