@@ -1,0 +1,7 @@
+import type { CommandModule } from './cli-context.js';
+import { devicesCommand } from './devices-command.js';
+import { doctorCommand } from './doctor-command.js';
+import { runCommand } from './run-command.js';
+
+/** Every command of the workspace CLI, in help order. */
+export const ALL_COMMANDS: readonly CommandModule[] = [runCommand, devicesCommand, doctorCommand];

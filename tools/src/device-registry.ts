@@ -1,0 +1,153 @@
+import type { VirtioDevice } from '@xvio/transport';
+import { CliError, describeError } from './cli-errors.js';
+
+/** The device packages the CLI knows how to compose. */
+export const DEVICE_NAMES = ['console', 'rng', 'net', 'gpu', 'template'] as const;
+export type DeviceName = (typeof DEVICE_NAMES)[number];
+
+export interface DeviceEntry {
+  readonly name: DeviceName;
+  readonly packageName: string;
+  /** The named export that builds a device from its (package-validated) configuration. */
+  readonly factory: string;
+  /** Device ID, virtio spec 5 (xl.cfg's `virtio,device<N>` names devices by it). */
+  readonly deviceType: number;
+}
+
+export const DEVICE_ENTRIES: readonly DeviceEntry[] = [
+  { name: 'net', packageName: '@xvio/dev-net', factory: 'createNetDevice', deviceType: 1 },
+  { name: 'console', packageName: '@xvio/dev-console', factory: 'createConsoleDevice', deviceType: 3 },
+  { name: 'rng', packageName: '@xvio/dev-rng', factory: 'createRngDevice', deviceType: 4 },
+  { name: 'gpu', packageName: '@xvio/dev-gpu', factory: 'createGpuDevice', deviceType: 16 },
+  // The template's ID is whatever the template package says; it is not matched from xl.cfg.
+  { name: 'template', packageName: '@xvio/dev-template', factory: 'createTemplateDevice', deviceType: -1 },
+];
+
+export function isDeviceName(value: string): value is DeviceName {
+  return (DEVICE_NAMES as readonly string[]).includes(value);
+}
+
+export function deviceEntry(name: DeviceName): DeviceEntry {
+  const entry = DEVICE_ENTRIES.find((candidate) => candidate.name === name);
+  if (!entry) throw new CliError('device-unavailable', `device ${name} is not available in this build`);
+  return entry;
+}
+
+export function deviceEntryByType(deviceType: number): DeviceEntry | undefined {
+  return DEVICE_ENTRIES.find((candidate) => candidate.deviceType === deviceType);
+}
+
+/** A device factory as the device packages export it: config in, device out (config validated by the package). */
+export type DeviceFactory = (config?: unknown) => VirtioDevice | Promise<VirtioDevice>;
+
+export interface LoadedDevice {
+  readonly entry: DeviceEntry;
+  /** The package's whole module, for optional extras (hosts, schemas). */
+  readonly module: Readonly<Record<string, unknown>>;
+  create(config?: unknown): Promise<VirtioDevice>;
+}
+
+/** How device packages are reached: dynamic imports in the workspace, static ones in a composed backend. */
+export interface DeviceRegistry {
+  /** Devices this build may contain. */
+  readonly names: readonly DeviceName[];
+  load(name: DeviceName): Promise<LoadedDevice>;
+}
+
+type ModuleImporter = () => Promise<Record<string, unknown>>;
+
+/** Builds a registry from module importers (one per device the build contains). */
+export function createDeviceRegistry(importers: Partial<Record<DeviceName, ModuleImporter>>): DeviceRegistry {
+  const names = DEVICE_NAMES.filter((name) => importers[name] !== undefined);
+  const cache = new Map<DeviceName, Promise<LoadedDevice>>();
+  return {
+    names,
+    load(name) {
+      let loaded = cache.get(name);
+      if (!loaded) {
+        loaded = loadDevice(name, importers[name]);
+        cache.set(name, loaded);
+        loaded.catch(() => cache.delete(name));
+      }
+      return loaded;
+    },
+  };
+}
+
+async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined): Promise<LoadedDevice> {
+  const entry = deviceEntry(name);
+  if (!importer) {
+    throw new CliError(
+      'device-unavailable',
+      `device ${name} is not available in this build (not composed into it)`,
+    );
+  }
+  let module: Record<string, unknown>;
+  try {
+    module = await importer();
+  } catch (error) {
+    throw new CliError(
+      'device-unavailable',
+      `device ${name} is not available in this build: ${entry.packageName} could not be loaded (${firstLine(describeError(error))})`,
+      { cause: error },
+    );
+  }
+  const factory = module[entry.factory];
+  if (typeof factory !== 'function') {
+    throw new CliError(
+      'device-unavailable',
+      `device ${name} is not available in this build: ${entry.packageName} does not export ${entry.factory}()`,
+    );
+  }
+  return {
+    entry,
+    module,
+    create: async (config) => (factory as DeviceFactory)(config),
+  };
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n')[0] ?? text;
+  return line.length > 200 ? `${line.slice(0, 200)}...` : line;
+}
+
+/**
+ * The registry of a workspace checkout: every device package, imported on first use. The
+ * specifier is a variable so that an unwritten package fails at run time with a clear
+ * message instead of failing the build.
+ */
+export function createWorkspaceRegistry(): DeviceRegistry {
+  const importers: Partial<Record<DeviceName, ModuleImporter>> = {};
+  for (const entry of DEVICE_ENTRIES) {
+    const specifier: string = entry.packageName;
+    importers[entry.name] = () => import(specifier) as Promise<Record<string, unknown>>;
+  }
+  return createDeviceRegistry(importers);
+}
+
+/** Parses `console,rng,net` into device names, rejecting unknown or repeated ones. */
+export function parseDeviceList(text: string, option = '--devices'): DeviceName[] {
+  const names = text
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0);
+  if (names.length === 0) {
+    throw new CliError(
+      'invalid-arguments',
+      `${option}: expected a comma-separated list of ${DEVICE_NAMES.join(', ')}`,
+    );
+  }
+  const out: DeviceName[] = [];
+  for (const name of names) {
+    if (!isDeviceName(name)) {
+      throw new CliError(
+        'invalid-arguments',
+        `${option}: unknown device '${name}' (allowed: ${DEVICE_NAMES.join(', ')})`,
+      );
+    }
+    if (out.includes(name))
+      throw new CliError('invalid-arguments', `${option}: device '${name}' is listed twice`);
+    out.push(name);
+  }
+  return out;
+}

@@ -1,0 +1,84 @@
+import type { Logger } from 'pino';
+import { CliError, describeError } from './cli-errors.js';
+import { type HostView, nativeXenProblems, runHostChecks } from './doctor-checks.js';
+
+/** The Xen services package, loaded on first use so that a build without it still runs vhost-user. */
+export async function loadXenModule(): Promise<Record<string, unknown>> {
+  const specifier: string = '@xvio/xen';
+  try {
+    return (await import(specifier)) as Record<string, unknown>;
+  } catch (error) {
+    throw new CliError(
+      'feature-unavailable',
+      `the Xen services (@xvio/xen) are not available in this build (${describeError(error).split('\n')[0]})`,
+      { cause: error },
+    );
+  }
+}
+
+function exported<T>(module: Record<string, unknown>, names: readonly string[]): T | undefined {
+  for (const name of names) {
+    const value = module[name];
+    if (typeof value === 'function') return value as T;
+  }
+  return undefined;
+}
+
+/**
+ * Refuses to go on unless this host can serve guests through real Xen. Uses the Xen
+ * package's own probe when the build has one, and the doctor's checks otherwise.
+ */
+export async function requireNativeXen(host: HostView): Promise<void> {
+  let problems: string[] | undefined;
+  try {
+    const module = await loadXenModule();
+    const probe = exported<() => unknown>(module, ['probeXenHost']);
+    if (probe) {
+      const result = (await probe()) as {
+        available?: boolean;
+        ok?: boolean;
+        reason?: string;
+        problems?: string[];
+      };
+      const available = result.available ?? result.ok ?? false;
+      problems = available ? [] : (result.problems ?? [result.reason ?? 'the Xen probe said no']);
+    }
+  } catch (error) {
+    if (!CliError.isInstance(error)) throw error;
+  }
+  problems ??= nativeXenProblems(await runHostChecks(host));
+  if (problems.length > 0) {
+    throw new CliError(
+      'xen-unavailable',
+      `native Xen is not available on this host:\n  ${problems.join('\n  ')}\nrun 'xvio doctor' for what to fix, or choose the simulator (xen = "sim")`,
+    );
+  }
+}
+
+export interface RunningXenstored {
+  readonly socketPath: string;
+  close(): Promise<void>;
+}
+
+/** Starts the simulated xenstored on a unix socket (the Xen package provides it). */
+export async function startSimulatedXenstored(socketPath: string, log: Logger): Promise<RunningXenstored> {
+  const module = await loadXenModule();
+  const start = exported<(options: { socketPath: string; log?: Logger }) => unknown>(module, [
+    'startXenstoredServer',
+    'startXenstored',
+    'serveXenstored',
+  ]);
+  if (!start) {
+    throw new CliError(
+      'feature-unavailable',
+      'the simulated xenstored is not available in this build (@xvio/xen exports no startXenstoredServer)',
+    );
+  }
+  const server = (await start({ socketPath, log })) as { close?: () => unknown; stop?: () => unknown };
+  return {
+    socketPath,
+    close: async () => {
+      await (server.close ?? server.stop)?.call(server);
+    },
+  };
+}
