@@ -48,7 +48,11 @@ export class DescriptorChain {
   ranges(): MemoryRange[] {
     const ranges: MemoryRange[] = [];
     for (let i = 0; i < this.count; i++) {
-      ranges.push({ address: this.address(i), length: this.length(i), access: this.isWritable(i) ? 'write' : 'read' });
+      ranges.push({
+        address: this.address(i),
+        length: this.length(i),
+        access: this.isWritable(i) ? 'write' : 'read',
+      });
     }
     return ranges;
   }

@@ -1,25 +1,25 @@
 import type { GuestMemory } from '@xvio/grant-pool';
-import { createVirtqueue } from './virtqueue-factory.js';
 import type { DeviceContext, VirtioDevice } from './virtio-device.js';
 import { DeviceError, VirtioError } from './virtio-errors.js';
 import {
   CORE_FEATURES,
+  hasFeature,
   RESERVED_FEATURE_MASK,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
-  hasFeature,
 } from './virtio-features.js';
 import {
+  describeStatus,
+  isValidStatusTransition,
   STATUS_DEVICE_NEEDS_RESET,
   STATUS_DRIVER_OK,
   STATUS_FAILED,
   STATUS_FEATURES_OK,
-  describeStatus,
-  isValidStatusTransition,
 } from './virtio-status.js';
 import type { Virtqueue } from './virtqueue.js';
+import { createVirtqueue } from './virtqueue-factory.js';
 
 /** How the driver configured one queue through the transport's registers. */
 export interface QueueSetup {
@@ -163,7 +163,7 @@ export class DeviceController {
       return false;
     }
     const keepNeedsReset = from & STATUS_DEVICE_NEEDS_RESET;
-    if ((to & STATUS_FEATURES_OK) && !(from & STATUS_FEATURES_OK)) {
+    if (to & STATUS_FEATURES_OK && !(from & STATUS_FEATURES_OK)) {
       if (!this.negotiate()) {
         // 3.1.1 step 6: the driver re-reads status and finds FEATURES_OK unset.
         this.statusValue = (to & ~STATUS_FEATURES_OK) | keepNeedsReset;
@@ -176,7 +176,7 @@ export class DeviceController {
       this.stop();
       return true;
     }
-    if ((to & STATUS_DRIVER_OK) && !(from & STATUS_DRIVER_OK)) this.activate();
+    if (to & STATUS_DRIVER_OK && !(from & STATUS_DRIVER_OK)) this.activate();
     return true;
   }
 
@@ -209,7 +209,6 @@ export class DeviceController {
             })
           : undefined,
       );
-      const controller = this;
       const context: DeviceContext = {
         memory: this.memoryValue,
         features,
@@ -219,10 +218,10 @@ export class DeviceController {
           if (!abort.signal.aborted) this.options.hooks.interruptQueue(queueIndex);
         },
         configChanged: () => {
-          if (!abort.signal.aborted) controller.configChanged();
+          if (!abort.signal.aborted) this.configChanged();
         },
         fail: (error) => {
-          if (!abort.signal.aborted) controller.needsReset(error);
+          if (!abort.signal.aborted) this.needsReset(error);
         },
       };
       this.metrics.activations++;

@@ -341,9 +341,9 @@ describe('PackedQueue', () => {
         [[{ flags: VIRTQ_DESC_F_WRITE }, { flags: 0 }], 'readable-after-writable'],
       ] as const) {
         const { memory, driver, queue } = setup({ indirect: true });
-        inner.forEach((d, i) =>
-          driver.writeDescriptorAt(0x8000 + 16 * i, { address: 0x9000n, length: 16, id: 0, flags: d.flags }),
-        );
+        for (const [i, d] of inner.entries()) {
+          driver.writeDescriptorAt(0x8000 + 16 * i, { address: 0x9000n, length: 16, id: 0, flags: d.flags });
+        }
         driver.writeChain([
           { address: memory.address(0x8000), length: 16 * inner.length, id: 0, flags: VIRTQ_DESC_F_INDIRECT },
         ]);

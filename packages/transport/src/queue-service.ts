@@ -1,7 +1,7 @@
 import { GuestMemoryError } from '@xvio/grant-pool';
 import type { DescriptorChain } from './descriptor-chain.js';
-import { VirtioError } from './virtio-errors.js';
 import type { DeviceContext } from './virtio-device.js';
+import { VirtioError } from './virtio-errors.js';
 
 /**
  * What a chain handler returns: the bytes written into the chain's writable buffers (the

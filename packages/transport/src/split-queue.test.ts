@@ -2,7 +2,13 @@ import { createTestMemory } from '@xvio/grant-pool';
 import { describe, expect, it } from 'vitest';
 import { openChain } from './chain-io.js';
 import { SplitQueue } from './split-queue.js';
-import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY } from './split-ring-wire.js';
+import {
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from './split-ring-wire.js';
 import { MockSplitQueue } from './testing/mock-split-queue.js';
 import { VirtqueueError } from './virtio-errors.js';
 
@@ -36,7 +42,9 @@ describe('SplitQueue', () => {
 
   it('walks an indirect table when negotiated', () => {
     const { driver, queue } = setup({ indirect: true });
-    driver.addChain([{ data: bytes(1) }, { data: bytes(2, 3) }, { writable: true, length: 4 }], { indirect: true });
+    driver.addChain([{ data: bytes(1) }, { data: bytes(2, 3) }, { writable: true, length: 4 }], {
+      indirect: true,
+    });
     const chain = queue.pop()!;
     expect(chain.count).toBe(3);
     expect(chain.readableLength).toBe(3);
@@ -53,26 +61,53 @@ describe('SplitQueue', () => {
 
   it.each([
     ['invalid-avail-idx', (d: MockSplitQueue) => d.setAvailIdx(17)],
-    ['descriptor-out-of-range', (d: MockSplitQueue) => { d.setAvailEntry(0, 16); d.setAvailIdx(1); }],
-    ['chain-too-long', (d: MockSplitQueue) => {
-      d.writeDescriptor(0, { address: 0x9000n, length: 4, flags: VIRTQ_DESC_F_NEXT, next: 1 });
-      d.writeDescriptor(1, { address: 0x9000n, length: 4, flags: VIRTQ_DESC_F_NEXT, next: 0 });
-      d.setAvailEntry(0, 0); d.setAvailIdx(1);
-    }],
-    ['indirect-not-negotiated', (d: MockSplitQueue) => {
-      d.writeDescriptor(0, { address: 0x9000n, length: 16, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
-      d.setAvailEntry(0, 0); d.setAvailIdx(1);
-    }],
-    ['readable-after-writable', (d: MockSplitQueue) => {
-      d.writeDescriptor(0, { address: 0x9000n, length: 4, flags: VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, next: 1 });
-      d.writeDescriptor(1, { address: 0x9000n, length: 4, flags: 0, next: 0 });
-      d.setAvailEntry(0, 0); d.setAvailIdx(1);
-    }],
-    ['chain-length-overflow', (d: MockSplitQueue) => {
-      d.writeDescriptor(0, { address: 0x9000n, length: 0xffff_ffff, flags: VIRTQ_DESC_F_NEXT, next: 1 });
-      d.writeDescriptor(1, { address: 0x9000n, length: 1, flags: 0, next: 0 });
-      d.setAvailEntry(0, 0); d.setAvailIdx(1);
-    }],
+    [
+      'descriptor-out-of-range',
+      (d: MockSplitQueue) => {
+        d.setAvailEntry(0, 16);
+        d.setAvailIdx(1);
+      },
+    ],
+    [
+      'chain-too-long',
+      (d: MockSplitQueue) => {
+        d.writeDescriptor(0, { address: 0x9000n, length: 4, flags: VIRTQ_DESC_F_NEXT, next: 1 });
+        d.writeDescriptor(1, { address: 0x9000n, length: 4, flags: VIRTQ_DESC_F_NEXT, next: 0 });
+        d.setAvailEntry(0, 0);
+        d.setAvailIdx(1);
+      },
+    ],
+    [
+      'indirect-not-negotiated',
+      (d: MockSplitQueue) => {
+        d.writeDescriptor(0, { address: 0x9000n, length: 16, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+        d.setAvailEntry(0, 0);
+        d.setAvailIdx(1);
+      },
+    ],
+    [
+      'readable-after-writable',
+      (d: MockSplitQueue) => {
+        d.writeDescriptor(0, {
+          address: 0x9000n,
+          length: 4,
+          flags: VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT,
+          next: 1,
+        });
+        d.writeDescriptor(1, { address: 0x9000n, length: 4, flags: 0, next: 0 });
+        d.setAvailEntry(0, 0);
+        d.setAvailIdx(1);
+      },
+    ],
+    [
+      'chain-length-overflow',
+      (d: MockSplitQueue) => {
+        d.writeDescriptor(0, { address: 0x9000n, length: 0xffff_ffff, flags: VIRTQ_DESC_F_NEXT, next: 1 });
+        d.writeDescriptor(1, { address: 0x9000n, length: 1, flags: 0, next: 0 });
+        d.setAvailEntry(0, 0);
+        d.setAvailIdx(1);
+      },
+    ],
   ])('breaks the queue with %s', (code, corrupt) => {
     const { driver, queue } = setup();
     corrupt(driver);
@@ -96,7 +131,12 @@ describe('SplitQueue', () => {
       const { memory, driver, queue } = setup({ indirect: true });
       const tableOffset = 0x8000;
       driver.writeDescriptorAt(tableOffset, { address: 0x9000n, length, flags, next: 0 });
-      driver.writeDescriptor(0, { address: memory.address(tableOffset), length: 16, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+      driver.writeDescriptor(0, {
+        address: memory.address(tableOffset),
+        length: 16,
+        flags: VIRTQ_DESC_F_INDIRECT,
+        next: 0,
+      });
       driver.setAvailEntry(0, 0);
       driver.setAvailIdx(1);
       if (code) expect(() => queue.pop()).toThrow(code);
@@ -111,7 +151,15 @@ describe('SplitQueue', () => {
 
   it('rejects bad sizes and misaligned rings at setup', () => {
     const memory = createTestMemory(1 << 16);
-    const base = { size: 16, maxSize: 16, desc: 0n, driver: 0x200n, device: 0x400n, eventIdx: false, indirect: false };
+    const base = {
+      size: 16,
+      maxSize: 16,
+      desc: 0n,
+      driver: 0x200n,
+      device: 0x400n,
+      eventIdx: false,
+      indirect: false,
+    };
     expect(() => new SplitQueue(memory, { ...base, size: 12 })).toThrow('invalid-queue-size');
     expect(() => new SplitQueue(memory, { ...base, size: 32 })).toThrow('invalid-queue-size');
     expect(() => new SplitQueue(memory, { ...base, desc: 8n })).toThrow('misaligned-ring');

@@ -5,6 +5,8 @@ import {
   AVAIL_FLAGS,
   AVAIL_IDX,
   AVAIL_RING,
+  availRingSize,
+  availUsedEventOffset,
   DESC_SIZE,
   DESC_TABLE_ALIGN,
   MAX_QUEUE_SIZE,
@@ -13,24 +15,22 @@ import {
   USED_FLAGS,
   USED_IDX,
   USED_RING,
+  usedAvailEventOffset,
+  usedRingSize,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
-  availRingSize,
-  availUsedEventOffset,
-  usedAvailEventOffset,
-  usedRingSize,
   vringNeedEvent,
 } from './split-ring-wire.js';
 import { VirtqueueError, type VirtqueueErrorCode } from './virtio-errors.js';
 import {
+  newVirtqueueStats,
   type Virtqueue,
   type VirtqueueConfig,
   type VirtqueueState,
   type VirtqueueStats,
-  newVirtqueueStats,
 } from './virtqueue.js';
 
 const MAX_CHAIN_BYTES = 0xffff_ffff;
@@ -45,14 +45,23 @@ function dataView(bytes: Uint8Array): DataView {
  */
 export function checkSplitQueueConfig(config: VirtqueueConfig): void {
   const { size, maxSize } = config;
-  if (!Number.isInteger(size) || size < 1 || size > Math.min(maxSize, MAX_QUEUE_SIZE) || (size & (size - 1)) !== 0) {
+  if (
+    !Number.isInteger(size) ||
+    size < 1 ||
+    size > Math.min(maxSize, MAX_QUEUE_SIZE) ||
+    (size & (size - 1)) !== 0
+  ) {
     throw new VirtqueueError(
       'invalid-queue-size',
       `queue size ${size} must be a power of two between 1 and ${Math.min(maxSize, MAX_QUEUE_SIZE)} (spec 2.7)`,
     );
   }
   const misaligned = (address: bigint, align: number) => address % BigInt(align) !== 0n;
-  if (misaligned(config.desc, DESC_TABLE_ALIGN) || misaligned(config.driver, AVAIL_ALIGN) || misaligned(config.device, USED_ALIGN)) {
+  if (
+    misaligned(config.desc, DESC_TABLE_ALIGN) ||
+    misaligned(config.driver, AVAIL_ALIGN) ||
+    misaligned(config.device, USED_ALIGN)
+  ) {
     throw new VirtqueueError(
       'misaligned-ring',
       `desc 0x${config.desc.toString(16)}, avail 0x${config.driver.toString(16)}, used 0x${config.device.toString(16)} must be aligned to 16, 2 and 4 (spec 2.7)`,
@@ -103,9 +112,13 @@ export class SplitQueue implements Virtqueue {
       this.used = dataView(memory.view(config.device, usedRingSize(size), 'write'));
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
-      throw new VirtqueueError('ring-unreachable', `the rings are not accessible guest memory (${error.code})`, {
-        cause: error,
-      });
+      throw new VirtqueueError(
+        'ring-unreachable',
+        `the rings are not accessible guest memory (${error.code})`,
+        {
+          cause: error,
+        },
+      );
     }
     this.nextAvail = (state?.nextAvail ?? 0) & 0xffff;
     this.availIdx = this.nextAvail;
@@ -180,28 +193,50 @@ export class SplitQueue implements Virtqueue {
       const flags = table.getUint16(offset + 12, true);
       const next = table.getUint16(offset + 14, true);
       if (flags & VIRTQ_DESC_F_INDIRECT) {
-        if (!this.indirect) this.fail('indirect-not-negotiated', 'VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC (spec 2.7.5.3.1)');
-        if (inIndirect) this.fail('nested-indirect', 'VIRTQ_DESC_F_INDIRECT inside an indirect table (spec 2.7.5.3.1)');
-        if (flags & VIRTQ_DESC_F_NEXT) this.fail('indirect-with-next', 'VIRTQ_DESC_F_INDIRECT together with VIRTQ_DESC_F_NEXT (spec 2.7.5.3.1)');
+        if (!this.indirect)
+          this.fail(
+            'indirect-not-negotiated',
+            'VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC (spec 2.7.5.3.1)',
+          );
+        if (inIndirect)
+          this.fail('nested-indirect', 'VIRTQ_DESC_F_INDIRECT inside an indirect table (spec 2.7.5.3.1)');
+        if (flags & VIRTQ_DESC_F_NEXT)
+          this.fail(
+            'indirect-with-next',
+            'VIRTQ_DESC_F_INDIRECT together with VIRTQ_DESC_F_NEXT (spec 2.7.5.3.1)',
+          );
         if (length === 0 || length % DESC_SIZE !== 0) {
-          this.fail('invalid-indirect-length', `indirect table length ${length} is not a non-zero multiple of 16 (spec 2.7.5.3.1)`);
+          this.fail(
+            'invalid-indirect-length',
+            `indirect table length ${length} is not a non-zero multiple of 16 (spec 2.7.5.3.1)`,
+          );
         }
         tableSize = length / DESC_SIZE;
         if (count + tableSize > size) {
-          this.fail('chain-too-long', `indirect table of ${tableSize} descriptors makes the chain longer than queue size ${size} (spec 2.7.5.3.1)`);
+          this.fail(
+            'chain-too-long',
+            `indirect table of ${tableSize} descriptors makes the chain longer than queue size ${size} (spec 2.7.5.3.1)`,
+          );
         }
         table = this.readIndirectTable(addressHigh, addressLow, length);
         inIndirect = true;
         index = 0;
         continue;
       }
-      if (++count > size) this.fail('chain-too-long', `chain from head ${head} is longer than queue size ${size}: a loop? (spec 2.7.5.3.1)`);
+      if (++count > size)
+        this.fail(
+          'chain-too-long',
+          `chain from head ${head} is longer than queue size ${size}: a loop? (spec 2.7.5.3.1)`,
+        );
       if (flags & VIRTQ_DESC_F_WRITE) {
         writable += length;
         fields.push(addressLow, addressHigh, length, 1);
       } else {
         if (writable !== 0 || (count > 1 && fields[fields.length - 1] === 1)) {
-          this.fail('readable-after-writable', `descriptor ${index} is device-readable after a device-writable one (spec 2.7.4.2)`);
+          this.fail(
+            'readable-after-writable',
+            `descriptor ${index} is device-readable after a device-writable one (spec 2.7.4.2)`,
+          );
         }
         readable += length;
         fields.push(addressLow, addressHigh, length, 0);
@@ -210,7 +245,8 @@ export class SplitQueue implements Virtqueue {
         this.fail('chain-length-overflow', `chain from head ${head} holds 2^32 bytes or more (spec 2.7.5)`);
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
-      if (next >= tableSize) this.fail('descriptor-out-of-range', `next ${next} >= table size ${tableSize} (spec 2.7.5)`);
+      if (next >= tableSize)
+        this.fail('descriptor-out-of-range', `next ${next} >= table size ${tableSize} (spec 2.7.5)`);
       index = next;
     }
     return new DescriptorChain(head, fields, readable, writable, 1);
@@ -224,7 +260,11 @@ export class SplitQueue implements Virtqueue {
       this.memory.read(address, copy);
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
-      this.fail('descriptor-address-invalid', `indirect table at 0x${address.toString(16)}+${length} is not readable (${error.code})`, error);
+      this.fail(
+        'descriptor-address-invalid',
+        `indirect table at 0x${address.toString(16)}+${length} is not readable (${error.code})`,
+        error,
+      );
     }
     return new DataView(copy.buffer);
   }

@@ -46,7 +46,8 @@ export class BufferArena {
     let offset = alignUp(this.start + this.cursor + gap, alignment);
     if (offset + length > this.start + this.size) {
       offset = alignUp(this.start, alignment);
-      if (offset + length > this.start + this.size) throw new Error(`mock queue: buffer of ${length} bytes does not fit`);
+      if (offset + length > this.start + this.size)
+        throw new Error(`mock queue: buffer of ${length} bytes does not fit`);
     }
     this.cursor = offset + length - this.start;
     return offset;

@@ -72,7 +72,7 @@ export class MockPackedQueue {
     this.driverEventOffset = align(this.descOffset + packedRingSize(size), 4);
     this.deviceEventOffset = this.driverEventOffset + EVENT_SUPPRESS_SIZE;
     const arenaStart = align(this.deviceEventOffset + EVENT_SUPPRESS_SIZE, 64);
-    const arenaSize = options.arenaSize ?? memory.size - arenaStart;
+    const arenaSize = options.arenaSize ?? (options.arenaEnd ?? memory.size) - arenaStart;
     this.arena = new BufferArena(memory, arenaStart, arenaSize, options.seed ?? 1);
     this.descAddress = memory.address(this.descOffset);
     this.driverEventAddress = memory.address(this.driverEventOffset);

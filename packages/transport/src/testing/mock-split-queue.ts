@@ -3,18 +3,19 @@ import {
   AVAIL_FLAGS,
   AVAIL_IDX,
   AVAIL_RING,
+  availRingSize,
+  availUsedEventOffset,
   DESC_SIZE,
   USED_ELEM_SIZE,
   USED_FLAGS,
   USED_IDX,
   USED_RING,
+  usedAvailEventOffset,
+  usedRingSize,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-  availRingSize,
-  availUsedEventOffset,
-  usedAvailEventOffset,
-  usedRingSize,
 } from '../split-ring-wire.js';
 import type { VirtqueueConfig } from '../virtqueue.js';
 import { BufferArena, type MockBuffer, type UsedElement } from './mock-buffers.js';
@@ -23,8 +24,10 @@ export interface MockQueueOptions {
   size?: number;
   /** Byte offset in the memory where the rings start (default 0); buffers follow. */
   offset?: number;
-  /** Bytes reserved for buffers after the rings. Default: whatever memory remains. */
+  /** Bytes reserved for buffers after the rings. Default: up to `arenaEnd`. */
   arenaSize?: number;
+  /** Offset in memory where the buffer arena ends (e.g. a guard hole). Default: the memory's end. */
+  arenaEnd?: number;
   eventIdx?: boolean;
   indirect?: boolean;
   /** Seed for the random gaps placed between buffers. */
@@ -44,6 +47,7 @@ export interface ChainOptions {
  * corrupt anything on purpose. Modelled on rust-vmm's MockSplitQueue.
  */
 export class MockSplitQueue {
+  readonly packed = false;
   readonly size: number;
   readonly descAddress: bigint;
   readonly availAddress: bigint;
@@ -68,7 +72,7 @@ export class MockSplitQueue {
     this.availOffset = align(this.descOffset + size * DESC_SIZE, 2);
     this.usedOffset = align(this.availOffset + availRingSize(size), 4096);
     const arenaStart = align(this.usedOffset + usedRingSize(size), 64);
-    const arenaSize = options.arenaSize ?? memory.size - arenaStart;
+    const arenaSize = options.arenaSize ?? (options.arenaEnd ?? memory.size) - arenaStart;
     this.arena = new BufferArena(memory, arenaStart, arenaSize, options.seed ?? 1);
     this.descAddress = memory.address(this.descOffset);
     this.availAddress = memory.address(this.availOffset);
@@ -103,7 +107,10 @@ export class MockSplitQueue {
    * Adds a chain of buffers (readable ones first, as the spec requires) and makes it
    * available. Returns the head and the buffers' guest placement.
    */
-  addChain(buffers: readonly MockBuffer[], options: ChainOptions = {}): { head: number; buffers: PlacedBuffer[] } {
+  addChain(
+    buffers: readonly MockBuffer[],
+    options: ChainOptions = {},
+  ): { head: number; buffers: PlacedBuffer[] } {
     const placed = buffers.map((buffer) => this.arena.place(buffer));
     let head: number;
     if (options.indirect) {
@@ -189,6 +196,11 @@ export class MockSplitQueue {
 
   setAvailFlags(flags: number): void {
     this.view.setUint16(this.availOffset + AVAIL_FLAGS, flags, true);
+  }
+
+  /** Turns used-buffer notifications off or on with VIRTQ_AVAIL_F_NO_INTERRUPT (spec 2.7.7). */
+  setInterruptSuppression(suppress: boolean): void {
+    this.setAvailFlags(suppress ? VIRTQ_AVAIL_F_NO_INTERRUPT : 0);
   }
 
   /** used_event, the driver's interrupt threshold (EVENT_IDX). */
