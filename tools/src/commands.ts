@@ -1,7 +1,13 @@
 import type { CommandModule } from './cli-context.js';
+import { demoCommand } from './demo-command.js';
 import { devicesCommand } from './devices-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { runCommand } from './run-command.js';
 
 /** Every command of the workspace CLI, in help order. */
-export const ALL_COMMANDS: readonly CommandModule[] = [runCommand, devicesCommand, doctorCommand];
+export const ALL_COMMANDS: readonly CommandModule[] = [
+  demoCommand,
+  runCommand,
+  devicesCommand,
+  doctorCommand,
+];

@@ -91,6 +91,12 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], schema?: Schem
     const input = (issue as { input?: unknown }).input;
     switch (issue.code) {
       case 'invalid_value':
+        if (input === undefined) {
+          lines.push(
+            `${path}: is required; allowed values: ${issue.values.map((v) => String(v)).join(', ')}`,
+          );
+          break;
+        }
         lines.push(
           `${path}: got ${show(input)}; allowed values: ${issue.values.map((v) => String(v)).join(', ')}`,
         );
@@ -99,9 +105,8 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], schema?: Schem
         if (input === undefined) {
           lines.push(`${path}: is required (expected ${expectedNames[issue.expected] ?? issue.expected})`);
         } else {
-          lines.push(
-            `${path}: expected ${expectedNames[issue.expected] ?? issue.expected}, got ${typeName(input)}`,
-          );
+          const got = typeof input === 'object' ? typeName(input) : show(input);
+          lines.push(`${path}: expected ${expectedNames[issue.expected] ?? issue.expected}, got ${got}`);
         }
         break;
       case 'unrecognized_keys': {

@@ -88,7 +88,7 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
   } catch (error) {
     throw new CliError(
       'device-unavailable',
-      `device ${name} is not available in this build: ${entry.packageName} could not be loaded (${firstLine(describeError(error))})`,
+      `device ${name} is not available in this build: ${entry.packageName} could not be loaded (${loadFailure(error)})`,
       { cause: error },
     );
   }
@@ -104,6 +104,21 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
     module,
     create: async (config) => (factory as DeviceFactory)(config),
   };
+}
+
+/** Why an import failed, without the machine's absolute paths. */
+function loadFailure(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  const message = firstLine(describeError(error));
+  if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+    const missing = /Cannot find (?:module|package) '([^']+)'/.exec(message)?.[1];
+    if (missing) {
+      const parts = missing.split('/');
+      const short = missing.startsWith('/') ? parts.slice(-3).join('/') : missing;
+      return `missing module ${short}`;
+    }
+  }
+  return message;
 }
 
 function firstLine(text: string): string {

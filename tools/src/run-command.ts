@@ -11,6 +11,7 @@ interface RunOptions {
   backendDomid?: number;
   check?: boolean;
   metricsPort?: number;
+  hostRoot?: string;
 }
 
 export function parseIntegerOption(_name: string, min: number, max: number): (value: string) => number {
@@ -65,6 +66,7 @@ export const runCommand: CommandModule = {
         parseIntegerOption('--metrics-port', 1, 65535),
       )
       .option('--check', 'validate the configuration, print the plan and exit')
+      .addOption(new Option('--host-root <dir>', 'inspect a host tree mounted elsewhere').hideHelp())
       .action(async (options: RunOptions) => {
         const { context, log } = runtime();
         const plan = await loadRunPlan(options.config, context.cwd, {
@@ -82,7 +84,10 @@ export const runCommand: CommandModule = {
           return;
         }
         if (effective.xen === 'native') {
-          await requireNativeXen({ root: '/', uid: process.getuid?.() ?? 0, env: context.env });
+          await requireNativeXen(
+            { root: options.hostRoot ?? '/', uid: process.getuid?.() ?? 0, env: context.env },
+            options.hostRoot === undefined,
+          );
         }
         // Devices first: a missing device package is the most common reason a run cannot start.
         for (const domain of effective.domains) {

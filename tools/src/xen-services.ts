@@ -28,24 +28,25 @@ function exported<T>(module: Record<string, unknown>, names: readonly string[]):
  * Refuses to go on unless this host can serve guests through real Xen. Uses the Xen
  * package's own probe when the build has one, and the doctor's checks otherwise.
  */
-export async function requireNativeXen(host: HostView): Promise<void> {
+export async function requireNativeXen(host: HostView, useXenProbe = true): Promise<void> {
   let problems: string[] | undefined;
-  try {
-    const module = await loadXenModule();
-    const probe = exported<() => unknown>(module, ['probeXenHost']);
-    if (probe) {
-      const result = (await probe()) as {
-        available?: boolean;
-        ok?: boolean;
-        reason?: string;
-        problems?: string[];
-      };
-      const available = result.available ?? result.ok ?? false;
-      problems = available ? [] : (result.problems ?? [result.reason ?? 'the Xen probe said no']);
+  if (useXenProbe)
+    try {
+      const module = await loadXenModule();
+      const probe = exported<() => unknown>(module, ['probeXenHost']);
+      if (probe) {
+        const result = (await probe()) as {
+          available?: boolean;
+          ok?: boolean;
+          reason?: string;
+          problems?: string[];
+        };
+        const available = result.available ?? result.ok ?? false;
+        problems = available ? [] : (result.problems ?? [result.reason ?? 'the Xen probe said no']);
+      }
+    } catch (error) {
+      if (!CliError.isInstance(error)) throw error;
     }
-  } catch (error) {
-    if (!CliError.isInstance(error)) throw error;
-  }
   problems ??= nativeXenProblems(await runHostChecks(host));
   if (problems.length > 0) {
     throw new CliError(

@@ -1,0 +1,258 @@
+import { STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER_OK, type VirtioDevice } from '@xvio/transport';
+import { seededRandom } from '@xvio/transport/testing';
+import { InvalidArgumentError } from 'commander';
+import type { CommandModule, OutputStream } from './cli-context.js';
+import { CliError, describeError } from './cli-errors.js';
+import { deviceLogger } from './cli-logger.js';
+import { MockGuestDevice, type QueueWorkload } from './demo-guest-driver.js';
+import { type GuestCounters, newGuestCounters, rngWorkloads } from './demo-workloads.js';
+import { type DeviceName, parseDeviceList } from './device-registry.js';
+import { serveMetrics, XvioMetrics } from './metrics-registry.js';
+import { parseIntegerOption } from './run-command.js';
+
+const DEMO_DEVICES: readonly DeviceName[] = ['console', 'rng', 'net'];
+
+/** What each guest runs over: said in the output, so nobody mistakes the demo for more than it is. */
+const GUEST_SETUPS = [
+  { name: 'guest1', over: 'in-process driver, split rings in test memory (no transport)' },
+  { name: 'guest2', over: 'in-process driver, split rings in test memory (no transport)' },
+] as const;
+
+interface DemoDevice {
+  readonly guest: string;
+  readonly kind: DeviceName;
+  readonly over: string;
+  readonly driver: MockGuestDevice;
+  readonly counters: GuestCounters;
+  started: boolean;
+}
+
+interface DemoOptions {
+  seconds?: number;
+  devices: DeviceName[];
+  live: boolean;
+  metricsPort?: number;
+}
+
+function workloadsFor(kind: DeviceName, counters: GuestCounters, seed: number): QueueWorkload[] | undefined {
+  switch (kind) {
+    case 'rng':
+      return rngWorkloads(counters, seededRandom(seed));
+    default:
+      return undefined;
+  }
+}
+
+function deviceConfig(kind: DeviceName, guest: string): Record<string, unknown> {
+  switch (kind) {
+    case 'rng':
+      return { name: `${guest}-rng0`, source: 'os' };
+    default:
+      return { name: `${guest}-${kind}0` };
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+interface Row {
+  guest: string;
+  device: string;
+  requests: string;
+  bytes: string;
+  rate: string;
+  faults: string;
+  needsReset: string;
+  status: string;
+}
+
+function table(rows: readonly Row[]): string {
+  const header: Row = {
+    guest: 'guest',
+    device: 'device',
+    requests: 'requests',
+    bytes: 'bytes',
+    rate: 'rate',
+    faults: 'faults',
+    needsReset: 'needs-reset',
+    status: 'status',
+  };
+  const all = [header, ...rows];
+  const keys = Object.keys(header) as (keyof Row)[];
+  const widths = keys.map((key) => Math.max(...all.map((row) => row[key].length)));
+  return `${all
+    .map((row) =>
+      keys
+        .map((key, i) => row[key].padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')}\n`;
+}
+
+function statusText(entry: DemoDevice): string {
+  if (!entry.started) return 'did not start';
+  const status = entry.driver.controller.status;
+  if (status & STATUS_DEVICE_NEEDS_RESET) return 'needs reset';
+  if (status & STATUS_DRIVER_OK) return 'running';
+  return status === 0 ? 'reset' : 'starting';
+}
+
+function rows(devices: readonly DemoDevice[], seconds: number): Row[] {
+  return devices.map((entry) => {
+    const metrics = entry.driver.controller.metrics;
+    return {
+      guest: entry.guest,
+      device: entry.driver.device.name,
+      requests: String(entry.counters.requests),
+      bytes: formatBytes(entry.counters.bytes),
+      rate: `${formatBytes(seconds > 0 ? entry.counters.bytes / seconds : 0)}/s`,
+      faults: String(metrics.faults + entry.counters.errors),
+      needsReset: String(metrics.needsReset),
+      status: statusText(entry),
+    };
+  });
+}
+
+/** `--devices` parsed by commander, so a bad list is reported like any bad flag. */
+export function deviceListOption(value: string): DeviceName[] {
+  try {
+    return parseDeviceList(value);
+  } catch (error) {
+    throw new InvalidArgumentError(describeError(error));
+  }
+}
+
+function sleep(ms: number, signal: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    void signal.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+export const demoCommand: CommandModule = {
+  name: 'demo',
+  register(program, runtime) {
+    program
+      .command('demo')
+      .description(
+        'the simulator demo: a backend serving console, rng and net to two guests, with live counters',
+      )
+      .option(
+        '--seconds <n>',
+        'run N seconds, print the summary and exit',
+        parseIntegerOption('--seconds', 1, 86_400),
+      )
+      .option('--devices <list>', 'devices each guest gets (console, rng, net)', deviceListOption, [
+        ...DEMO_DEVICES,
+      ])
+      .option('--no-live', 'no live counters, only the summary')
+      .option(
+        '--metrics-port <port>',
+        'serve Prometheus metrics on 127.0.0.1:PORT',
+        parseIntegerOption('--metrics-port', 1, 65535),
+      )
+      .action(async (options: DemoOptions) => {
+        const { context, log, shutdown } = runtime();
+        const kinds = options.devices;
+        const out: OutputStream = context.stdout;
+        out.write('xvio demo: one backend serving devices to two guests\n');
+        for (const guest of GUEST_SETUPS) out.write(`  ${guest.name}: ${guest.over}\n`);
+        const devices: DemoDevice[] = [];
+        const metrics = new XvioMetrics();
+        const unavailable: string[] = [];
+        for (const kind of kinds) {
+          let loaded: Awaited<ReturnType<typeof context.registry.load>>;
+          try {
+            loaded = await context.registry.load(kind);
+          } catch (error) {
+            unavailable.push(
+              `  ${kind}: ${CliError.isInstance(error) ? error.message : describeError(error)}`,
+            );
+            continue;
+          }
+          for (const [index, guest] of GUEST_SETUPS.entries()) {
+            const counters = newGuestCounters();
+            const workloads = workloadsFor(kind, counters, 1000 * (index + 1));
+            if (!workloads) {
+              if (index === 0) unavailable.push(`  ${kind}: the demo has no guest driver for it yet`);
+              continue;
+            }
+            let device: VirtioDevice;
+            try {
+              device = await loaded.create(deviceConfig(kind, guest.name));
+            } catch (error) {
+              throw new CliError(
+                'device-unavailable',
+                `device ${kind} failed to start: ${describeError(error)}`,
+              );
+            }
+            const driver = new MockGuestDevice(device, workloads, { seed: 7 * (index + 1) });
+            const deviceLog = deviceLogger(log, device.name);
+            devices.push({ guest: guest.name, kind, over: guest.over, driver, counters, started: false });
+            metrics.add({ domain: guest.name, controller: driver.controller });
+            deviceLog.debug({ over: guest.over }, 'device created');
+          }
+        }
+        if (unavailable.length > 0) out.write(`not in this demo:\n${unavailable.join('\n')}\n`);
+        if (devices.length === 0) {
+          throw new CliError('device-unavailable', 'none of the demo devices is available in this build');
+        }
+        if (options.metricsPort !== undefined) {
+          const server = await serveMetrics(metrics, options.metricsPort);
+          shutdown.add('metrics server', () => server.close());
+          out.write(`metrics: http://127.0.0.1:${server.port}/metrics\n`);
+        }
+        for (const entry of devices) {
+          entry.started = entry.driver.start();
+          shutdown.add(`${entry.guest} ${entry.driver.device.name}`, () => entry.driver.stop());
+          if (!entry.started) log.error({ device: entry.driver.device.name }, 'device did not start');
+        }
+        if (context.handleSignals) shutdown.install();
+        const stop = shutdown.whenStopRequested();
+        const started = performance.now();
+        const live = options.live && out.isTTY === true;
+        let drawn = 0;
+        const deadline =
+          options.seconds === undefined ? Number.POSITIVE_INFINITY : started + options.seconds * 1000;
+        while (!shutdown.stopping && performance.now() < deadline) {
+          await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
+          if (live) {
+            const text = table(rows(devices, (performance.now() - started) / 1000));
+            if (drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
+            out.write(text);
+            drawn = text.split('\n').length - 1;
+          }
+          if (await Promise.race([stop.then(() => true), Promise.resolve(false)])) break;
+        }
+        const elapsed = (performance.now() - started) / 1000;
+        const summary = table(rows(devices, elapsed));
+        for (const entry of devices) entry.driver.stop();
+        if (live && drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
+        out.write(
+          `\nsummary after ${elapsed.toFixed(1)} s (counted by the guests' drivers; faults include the device's):\n`,
+        );
+        out.write(summary);
+        const faulted = devices.filter(
+          (entry) =>
+            !entry.started || entry.driver.controller.metrics.faults > 0 || entry.counters.errors > 0,
+        );
+        if (faulted.length > 0) {
+          out.write(`${faulted.length} device(s) faulted\n`);
+          runtime().exitCode = 1;
+        }
+      });
+  },
+};
