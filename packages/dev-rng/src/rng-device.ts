@@ -194,7 +194,9 @@ export class RngDevice implements VirtioDevice {
   /** Serves one request; returns the bytes written, or why it has to wait. */
   private fill(context: DeviceContext, chain: DescriptorChain): number | 'rate-limit' | 'source' {
     if (chain.readableLength > 0) {
-      // 5.4.6.1: the driver MUST NOT place driver-readable buffers in the queue.
+      // 5.4.6.1: the driver MUST NOT place driver-readable buffers in the queue. Mapping the
+      // chain still checks its addresses: one outside guest memory is ring corruption (2.7.5).
+      openChain(context.memory, chain).close();
       this.counters.badRequests++;
       return 0;
     }
