@@ -7,6 +7,7 @@ import {
   serviceQueue,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   type VirtioDevice,
   type Virtqueue,
 } from '@xvio/transport';
@@ -154,7 +155,8 @@ export const NET_DEVICE_FEATURES =
   VIRTIO_NET_F_GUEST_ANNOUNCE |
   VIRTIO_NET_F_CTRL_MAC_ADDR |
   VIRTIO_F_EVENT_IDX |
-  VIRTIO_F_INDIRECT_DESC;
+  VIRTIO_F_INDIRECT_DESC |
+  VIRTIO_F_RING_PACKED;
 
 /** Largest control command we read: a MAC table of 2 x 1024 entries; more is answered ERR. */
 const MAX_CONTROL_DATA = 2 * (CTRL_MAC_ENTRIES_SIZE + 1024 * MAC_SIZE);
@@ -173,6 +175,8 @@ interface RunState {
   flushScheduled: boolean;
   readonly txBlocked: boolean[];
   readonly txScheduled: boolean[];
+  /** Per queue pair: receive chains popped but not used yet (bounded by the queue size). */
+  readonly heldRx: DescriptorChain[][];
   rxWaiting: boolean;
 }
 
@@ -291,6 +295,7 @@ export class NetDevice implements VirtioDevice {
       flushScheduled: false,
       txBlocked: new Array<boolean>(pairs).fill(false),
       txScheduled: new Array<boolean>(pairs).fill(false),
+      heldRx: Array.from({ length: pairs }, () => []),
       rxWaiting: false,
     };
     this.host.attach(endpoint);
@@ -589,13 +594,16 @@ export class NetDevice implements VirtioDevice {
     const headerLength = run.headerLength;
     const total = headerLength + length;
     const chains: DescriptorChain[] = [];
+    const held = run.heldRx[rxIndex >> 1]!;
     let capacity = 0;
     try {
       while (capacity < total) {
-        let chain = queue.pop();
+        // Chains popped for a frame that did not fit wait here for the next one: packed rings
+        // cannot give back more than one pop.
+        let chain = held.shift() ?? queue.pop();
         if (chain === undefined && queue.enableNotification()) chain = queue.pop();
         if (chain === undefined) {
-          for (let i = 0; i < chains.length; i++) queue.undoPop();
+          held.unshift(...chains);
           run.rxWaiting = true;
           return 'no-buffers';
         }
@@ -606,7 +614,7 @@ export class NetDevice implements VirtioDevice {
       if (capacity < total) {
         // Without MRG_RXBUF the guest posted a buffer too small for this frame: keep the buffer
         // for the next frame, drop this one.
-        queue.undoPop();
+        held.unshift(...chains);
         metrics.rxDroppedTooBig++;
         return 'dropped';
       }
