@@ -46,8 +46,20 @@ export type {
   PciConfigRequest,
   PortRequest,
 } from './xen-ioreq-server.js';
+export { createIoreqServer, type IoreqServerServices } from './xen-ioreq-server.js';
 export * from './xen-ioreq-wire.js';
 export type { XenServices } from './xen-services.js';
+export {
+  createXenSimulator,
+  type SimDomain,
+  type SimDomainOptions,
+  type SimDomainType,
+  type SimVcpu,
+  type XenSimulator,
+  type XenSimulatorOptions,
+} from './xen-sim.js';
+export { GNTTAB_NR_RESERVED_ENTRIES, SimGrantTables } from './xen-sim-grants.js';
+export type { SimAccessOptions, SimPendingIoreq } from './xen-sim-ioreq.js';
 export type {
   XenStore,
   XenStoreOps,
@@ -57,4 +69,12 @@ export type {
   XenStoreWatchEvent,
   XenStoreWatchOptions,
 } from './xenstore.js';
+export { connectXenStore, XenStoreClient, type XenStoreTransport } from './xenstore-client.js';
 export * from './xenstore-wire.js';
+export {
+  DEFAULT_XENSTORED_QUOTA,
+  SimXenstored,
+  XenstoredConnection,
+  type XenstoredOptions,
+  type XenstoredQuota,
+} from './xenstored.js';
