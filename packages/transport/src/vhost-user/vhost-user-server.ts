@@ -1,0 +1,162 @@
+import { EventEmitter } from 'node:events';
+import type { VirtioDevice } from '../virtio-device.js';
+import { VhostUserBackend, type VhostUserLogger, type VhostUserMetrics } from './vhost-user-backend.js';
+import { VhostUserError } from './vhost-user-errors.js';
+import { closeFd, libc, SUN_PATH_MAX } from './vhost-user-libc.js';
+import type { XenRegionMapper } from './vhost-user-memory.js';
+import { pollerSettled, type Watch, watchReadable } from './vhost-user-poller.js';
+import { acceptUnix, type ChannelEnd, listenUnix, MessageChannel } from './vhost-user-socket.js';
+
+export interface ServeVhostUserOptions {
+  /** Unix socket path to listen on (QEMU connects to it: `-chardev socket,path=...`). */
+  socketPath: string;
+  /** Makes the device for a connection; called once per frontend connection. */
+  device: () => VirtioDevice;
+  /** Serve one frontend, then close (rust-vmm backends' default). Default false: serve the next. */
+  once?: boolean;
+  /** Maps regions a Xen frontend flags (XEN_MMAP); without it they are refused. */
+  xenMapper?: XenRegionMapper;
+  /** Answer to GET_MAX_MEM_SLOTS. Default 32. */
+  maxMemSlots?: number;
+  log?: VhostUserLogger;
+}
+
+export interface VhostUserServerEvents {
+  connect: [];
+  disconnect: [end: ChannelEnd];
+  close: [];
+}
+
+/** A listening vhost-user backend. Emits `connect`, `disconnect` (with why) and `close`. */
+export interface VhostUserServer extends EventEmitter<VhostUserServerEvents> {
+  readonly socketPath: string;
+  /** The backend of the current connection, if any. */
+  readonly backend: VhostUserBackend | undefined;
+  /** Connections served so far. */
+  readonly connections: number;
+  /** Counters summed over every connection. */
+  metrics(): VhostUserMetrics;
+  /** Stops listening, drops the current frontend (its device is reset) and removes the socket. */
+  close(): Promise<void>;
+}
+
+class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserServer {
+  backend: VhostUserBackend | undefined;
+  connections = 0;
+  private listenFd: number;
+  private listenWatch: Watch | undefined;
+  private channel: MessageChannel | undefined;
+  private closed = false;
+  private readonly past: VhostUserMetrics[] = [];
+
+  constructor(private readonly options: ServeVhostUserOptions) {
+    super();
+    this.listenFd = listenUnix(options.socketPath);
+    this.listen();
+  }
+
+  get socketPath(): string {
+    return this.options.socketPath;
+  }
+
+  private listen(): void {
+    if (this.closed || this.listenWatch) return;
+    this.listenWatch = watchReadable(this.listenFd, () => this.accept());
+  }
+
+  private accept(): void {
+    if (this.channel || this.closed) return;
+    const fd = acceptUnix(this.listenFd);
+    if (fd < 0) return;
+    // One frontend at a time: the next one waits in the listen backlog until this one ends.
+    this.listenWatch?.close();
+    this.listenWatch = undefined;
+    let backend: VhostUserBackend;
+    try {
+      backend = new VhostUserBackend({
+        device: this.options.device(),
+        send: (request, flags, payload, fds) => this.channel?.send(request, flags, payload, fds),
+        xenMapper: this.options.xenMapper,
+        maxMemSlots: this.options.maxMemSlots,
+        log: this.options.log,
+      });
+    } catch (error) {
+      closeFd(fd);
+      this.options.log?.error(`cannot create the device: ${(error as Error).message}`);
+      this.listen();
+      return;
+    }
+    this.backend = backend;
+    this.connections++;
+    this.channel = new MessageChannel(
+      fd,
+      (message) => backend.handle(message),
+      (end) => this.ended(backend, end),
+    );
+    this.options.log?.info(`frontend connected to ${this.options.socketPath}`);
+    this.emit('connect');
+  }
+
+  private ended(backend: VhostUserBackend, end: ChannelEnd): void {
+    backend.close();
+    this.past.push({ ...backend.metrics });
+    this.channel = undefined;
+    this.backend = undefined;
+    if (end.reason === 'error') this.options.log?.warn(`frontend dropped: ${end.error.message}`);
+    else this.options.log?.info('frontend disconnected');
+    this.emit('disconnect', end);
+    if (this.options.once) void this.close();
+    else this.listen();
+  }
+
+  metrics(): VhostUserMetrics {
+    const all = [...this.past, ...(this.backend ? [this.backend.metrics] : [])];
+    const sum = {} as VhostUserMetrics;
+    for (const metrics of all) {
+      for (const [key, value] of Object.entries(metrics) as [keyof VhostUserMetrics, number][]) {
+        sum[key] = (sum[key] ?? 0) + value;
+      }
+    }
+    return sum;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return pollerSettled();
+    this.closed = true;
+    this.listenWatch?.close();
+    this.listenWatch = undefined;
+    closeFd(this.listenFd);
+    this.listenFd = -1;
+    libc().unlink(this.options.socketPath);
+    const channel = this.channel;
+    const backend = this.backend;
+    this.channel = undefined;
+    this.backend = undefined;
+    if (channel && backend) {
+      channel.close();
+      backend.close();
+      this.past.push({ ...backend.metrics });
+      this.emit('disconnect', { reason: 'eof' });
+    }
+    this.emit('close');
+    await pollerSettled();
+  }
+}
+
+/**
+ * Serves a virtio device to vhost-user frontends (QEMU) on a unix socket. The backend
+ * outlives its frontends: after a disconnect the device is reset, every mapping and fd of
+ * that connection is released, and the next connection on the same socket is served
+ * (unless `once`). Throws `VhostUserError` when the socket cannot be created.
+ */
+export function serveVhostUser(options: ServeVhostUserOptions): VhostUserServer {
+  if (typeof options.socketPath !== 'string' || Buffer.byteLength(options.socketPath) >= SUN_PATH_MAX) {
+    throw new VhostUserError(
+      'socket-failed',
+      `socket path must be a string shorter than ${SUN_PATH_MAX} bytes`,
+    );
+  }
+  if (typeof options.device !== 'function')
+    throw new TypeError('device must be a function returning a VirtioDevice');
+  return new Server(options);
+}
