@@ -31,6 +31,14 @@ function ensureInstalled() {
   if (status !== 0) process.exit(status);
 }
 
+/** One closing line any CI can read: 'tests: N passed, N failed'. */
+function printSummary(report) {
+  if (!existsSync(report)) return;
+  const result = JSON.parse(readFileSync(report, 'utf8'));
+  const skipped = (result.numPendingTests ?? 0) + (result.numTodoTests ?? 0);
+  console.log(`tests: ${result.numPassedTests} passed, ${result.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`);
+}
+
 const job = process.argv[2];
 const rest = process.argv.slice(3);
 ensureInstalled();
@@ -38,9 +46,13 @@ switch (job) {
   case 'start':
     process.exit(pnpm(['run', 'xvio', 'demo', ...rest]));
     break;
-  case 'test':
-    process.exit(pnpm(['run', 'test:unit', ...rest]));
+  case 'test': {
+    const report = join(root, 'node_modules', '.cache', 'xvio-test-report.json');
+    const status = pnpm(['run', 'test:unit', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...rest]);
+    printSummary(report);
+    process.exit(status);
     break;
+  }
   case 'bench':
     process.exit(pnpm(['exec', 'turbo', 'run', 'bench', '--concurrency=1', ...rest]));
     break;
