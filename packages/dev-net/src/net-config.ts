@@ -3,7 +3,10 @@ import { DEFAULT_MTU, MIN_MTU, parseMac } from './net-wire.js';
 
 const macSchema = z
   .string()
-  .refine((text) => parseMac(text) !== undefined, 'mac must look like 52:54:00:12:34:56')
+  .refine((text) => parseMac(text) !== undefined, {
+    message: 'mac must look like 52:54:00:12:34:56',
+    abort: true,
+  })
   .refine((text) => (parseMac(text)![0]! & 1) === 0, 'mac must be a unicast address (group bit clear)');
 
 const portSchema = z.number().int().min(1).max(65_535);

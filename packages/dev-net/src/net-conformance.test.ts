@@ -2,11 +2,16 @@ import { runConformanceSuite } from '@xvio/transport/testing';
 import { expect } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { MemoryNetHost } from './net-host.js';
-import { udpFrame } from './testing/net-packets.js';
 import { HDR_SIZE, parseMac } from './net-wire.js';
+import { udpFrame } from './testing/net-packets.js';
 
 const frame = udpFrame(
-  { sourceMac: '52:54:00:00:00:01', destinationMac: '52:54:00:00:00:02', source: '10.0.0.1', destination: '10.0.0.2' },
+  {
+    sourceMac: '52:54:00:00:00:01',
+    destinationMac: '52:54:00:00:00:02',
+    source: '10.0.0.1',
+    destination: '10.0.0.2',
+  },
   new Uint8Array(46).fill(0x42),
 );
 let host = new MemoryNetHost();

@@ -1,25 +1,36 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  MAX_SEGMENTS,
   completeChecksum,
   foldChecksum,
+  MAX_SEGMENTS,
   onesComplementSum,
   parseFrame,
   segmentFrame,
   verifyL4Checksum,
   writeUint16Scattered,
 } from './net-offload.js';
-import { arpRequestFrame, checksumsValid, internetChecksum, tcpFrame, udpFrame } from './testing/net-packets.js';
 import {
+  emptyNetHeader,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP,
-  emptyNetHeader,
 } from './net-wire.js';
+import {
+  arpRequestFrame,
+  checksumsValid,
+  internetChecksum,
+  tcpFrame,
+  udpFrame,
+} from './testing/net-packets.js';
 
-const v4 = { sourceMac: '52:54:00:00:00:01', destinationMac: '52:54:00:00:00:02', source: '192.168.7.1', destination: '192.168.7.2' };
+const v4 = {
+  sourceMac: '52:54:00:00:00:01',
+  destinationMac: '52:54:00:00:00:02',
+  source: '192.168.7.1',
+  destination: '192.168.7.2',
+};
 const v6 = { ...v4, version: 6 as const, source: 'fd00::1', destination: 'fd00:0:0:0:0:0:0:2' };
 
 /** Splits a frame into views at the given cut points, like a scattered guest chain. */
@@ -61,10 +72,14 @@ describe('checksums', () => {
 
   it('matches the independent RFC 1071 sum on odd lengths and odd segment boundaries', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ minLength: 0, maxLength: 500 }), fc.array(fc.nat(), { maxLength: 5 }), (bytes, cuts) => {
-        const sum = foldChecksum(onesComplementSum(split(bytes, cuts), 0, bytes.length));
-        return (~sum & 0xffff) === internetChecksum(bytes);
-      }),
+      fc.property(
+        fc.uint8Array({ minLength: 0, maxLength: 500 }),
+        fc.array(fc.nat(), { maxLength: 5 }),
+        (bytes, cuts) => {
+          const sum = foldChecksum(onesComplementSum(split(bytes, cuts), 0, bytes.length));
+          return (~sum & 0xffff) === internetChecksum(bytes);
+        },
+      ),
     );
   });
 
@@ -152,7 +167,12 @@ describe('segmentation', () => {
 
   it('fails cleanly on bogus requests', () => {
     const tcp = tcpFrame(v4, payload(3000));
-    expect(segmentFrame(arpRequestFrame('52:54:00:00:00:01', '10.0.0.1', '10.0.0.2'), gso(VIRTIO_NET_HDR_GSO_TCPV4, 1448))).toBe('not-ip');
+    expect(
+      segmentFrame(
+        arpRequestFrame('52:54:00:00:00:01', '10.0.0.1', '10.0.0.2'),
+        gso(VIRTIO_NET_HDR_GSO_TCPV4, 1448),
+      ),
+    ).toBe('not-ip');
     expect(segmentFrame(tcp, gso(VIRTIO_NET_HDR_GSO_TCPV4, 0))).toBe('bad-gso-size');
     expect(segmentFrame(tcp, gso(VIRTIO_NET_HDR_GSO_TCPV6, 1448))).toBe('protocol-mismatch');
     expect(segmentFrame(tcp, gso(VIRTIO_NET_HDR_GSO_UDP, 1448))).toBe('protocol-mismatch');
@@ -166,7 +186,13 @@ describe('segmentation', () => {
     tagged.set(frame.subarray(0, 12));
     tagged.set([0x81, 0x00, 0x00, 0x05], 12);
     tagged.set(frame.subarray(12), 16);
-    expect(parseFrame(tagged)).toMatchObject({ ipVersion: 4, l3Offset: 18, l4Offset: 38, l4Protocol: 6, l4HeaderLength: 20 });
+    expect(parseFrame(tagged)).toMatchObject({
+      ipVersion: 4,
+      l3Offset: 18,
+      l4Offset: 38,
+      l4Protocol: 6,
+      l4HeaderLength: 20,
+    });
     expect(parseFrame(frame.subarray(0, 40))).toBeUndefined();
   });
 });

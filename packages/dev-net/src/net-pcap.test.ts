@@ -6,8 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { PcapWriter } from './net-pcap.js';
 import { NetSwitch } from './net-switch.js';
-import { NetTestGuest, arpRequestFrame, udpFrame } from './testing/index.js';
 import { parseMac } from './net-wire.js';
+import { arpRequestFrame, NetTestGuest, udpFrame } from './testing/index.js';
 
 const directories: string[] = [];
 function scratch(): string {
@@ -24,7 +24,15 @@ describe('PcapWriter', () => {
     const path = join(scratch(), 'a.pcap');
     let clock = 1_700_000_000_123_456;
     const writer = new PcapWriter(path, () => clock++);
-    const frame = udpFrame({ sourceMac: '52:54:00:00:00:01', destinationMac: '52:54:00:00:00:02', source: '10.0.0.1', destination: '10.0.0.2' }, new Uint8Array(20).fill(3));
+    const frame = udpFrame(
+      {
+        sourceMac: '52:54:00:00:00:01',
+        destinationMac: '52:54:00:00:00:02',
+        source: '10.0.0.1',
+        destination: '10.0.0.2',
+      },
+      new Uint8Array(20).fill(3),
+    );
     writer.record([frame.subarray(0, 10), frame.subarray(10)], frame.length);
     writer.record([frame], frame.length);
     writer.close();
@@ -46,16 +54,34 @@ describe('PcapWriter', () => {
     const path = join(scratch(), 'port.pcap');
     const network = new NetSwitch();
     const capture = new PcapWriter(path);
-    const a = new NetTestGuest(new NetDevice({ mac: parseMac('52:54:00:00:00:01')!, host: network.createPort(), capture }));
-    const b = new NetTestGuest(new NetDevice({ mac: parseMac('52:54:00:00:00:02')!, host: network.createPort() }));
+    const a = new NetTestGuest(
+      new NetDevice({ mac: parseMac('52:54:00:00:00:01')!, host: network.createPort(), capture }),
+    );
+    const b = new NetTestGuest(
+      new NetDevice({ mac: parseMac('52:54:00:00:00:02')!, host: network.createPort() }),
+    );
     a.postReceive(4, 2048);
     b.postReceive(4, 2048);
     a.send(arpRequestFrame('52:54:00:00:00:01', '10.0.0.1', '10.0.0.2'));
-    b.send(udpFrame({ sourceMac: '52:54:00:00:00:02', destinationMac: '52:54:00:00:00:01', source: '10.0.0.2', destination: '10.0.0.1', destinationPort: 9999 }, new Uint8Array(5)));
+    b.send(
+      udpFrame(
+        {
+          sourceMac: '52:54:00:00:00:02',
+          destinationMac: '52:54:00:00:00:01',
+          source: '10.0.0.2',
+          destination: '10.0.0.1',
+          destinationPort: 9999,
+        },
+        new Uint8Array(5),
+      ),
+    );
     await new Promise((resolve) => setImmediate(resolve));
     capture.close();
     expect(capture.recorded).toBe(2);
-    const output = execFileSync('tcpdump', ['-nn', '-r', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = execFileSync('tcpdump', ['-nn', '-r', path], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const lines = output.trim().split('\n');
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/ARP, Request who-has 10\.0\.0\.2 tell 10\.0\.0\.1/);

@@ -2,22 +2,22 @@ import { describe, expect, it } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { NetSwitch } from './net-switch.js';
 import {
-  NetTestGuest,
-  arpRequestFrame,
-  checksumsValid,
-  icmpEchoFrame,
-  internetChecksum,
-  tcpFrame,
-  udpFrame,
-} from './testing/index.js';
-import {
+  emptyNetHeader,
+  parseMac,
   VIRTIO_NET_F_MAC,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV4,
-  emptyNetHeader,
-  parseMac,
 } from './net-wire.js';
+import {
+  arpRequestFrame,
+  checksumsValid,
+  icmpEchoFrame,
+  internetChecksum,
+  NetTestGuest,
+  tcpFrame,
+  udpFrame,
+} from './testing/index.js';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
@@ -25,7 +25,12 @@ const MAC_C = '52:54:00:00:00:0c';
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-function guestOn(network: NetSwitch, mac: string, options: ConstructorParameters<typeof NetTestGuest>[1] = {}, rate?: number) {
+function guestOn(
+  network: NetSwitch,
+  mac: string,
+  options: ConstructorParameters<typeof NetTestGuest>[1] = {},
+  rate?: number,
+) {
   const port = network.createPort(rate === undefined ? {} : { rateLimitBitsPerSecond: rate });
   const device = new NetDevice({ mac: parseMac(mac)!, host: port });
   return { port, device, guest: new NetTestGuest(device, options) };
@@ -46,7 +51,12 @@ describe('NetSwitch', () => {
     expect(a.port.counters.floods).toBe(1);
     expect(network.lookup(parseMac(MAC_A)!)).toBe(a.port);
 
-    const request = icmpEchoFrame({ sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' }, 7, 1, new Uint8Array(56).fill(0x61));
+    const request = icmpEchoFrame(
+      { sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' },
+      7,
+      1,
+      new Uint8Array(56).fill(0x61),
+    );
     b.guest.send(request);
     await turn();
     const [echo] = a.guest.receive();
@@ -80,11 +90,21 @@ describe('NetSwitch', () => {
     const b = guestOn(network, MAC_B);
     a.guest.postReceive(4, 2048);
     b.guest.postReceive(4, 2048);
-    a.guest.send(udpFrame({ sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2' }, new Uint8Array(8)));
+    a.guest.send(
+      udpFrame(
+        { sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2' },
+        new Uint8Array(8),
+      ),
+    );
     expect(network.lookup(parseMac(MAC_A)!)).toBe(a.port);
     now = 2000;
     expect(network.lookup(parseMac(MAC_A)!)).toBeUndefined();
-    b.guest.send(udpFrame({ sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' }, new Uint8Array(8)));
+    b.guest.send(
+      udpFrame(
+        { sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' },
+        new Uint8Array(8),
+      ),
+    );
     expect(b.port.counters.floods).toBe(1);
     await turn();
     expect(a.guest.receive()).toHaveLength(1);
@@ -106,8 +126,16 @@ describe('NetSwitch', () => {
     const b = guestOn(network, MAC_B);
     b.guest.postReceive(128, 2048);
     a.guest.postReceive(1, 2048);
-    b.guest.send(udpFrame({ sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' }, new Uint8Array(8)));
-    const frame = udpFrame({ sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2' }, new Uint8Array(1400));
+    b.guest.send(
+      udpFrame(
+        { sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' },
+        new Uint8Array(8),
+      ),
+    );
+    const frame = udpFrame(
+      { sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2' },
+      new Uint8Array(1400),
+    );
     for (let i = 0; i < 60; i++) a.guest.send(frame, emptyNetHeader(), { kick: false });
     a.guest.controller.kick(1);
     expect(a.port.counters.rateLimited).toBeGreaterThan(0);
@@ -129,10 +157,24 @@ describe('NetSwitch', () => {
     const total = 100 * 1024 * 1024;
     const frames = Math.ceil(total / payloadSize);
     const template = tcpFrame(
-      { sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2', checksum: 'partial' },
+      {
+        sourceMac: MAC_A,
+        destinationMac: MAC_B,
+        source: '10.0.0.1',
+        destination: '10.0.0.2',
+        checksum: 'partial',
+      },
       new Uint8Array(payloadSize).map((_, i) => (i * 13) & 0xff),
     );
-    const header = { ...emptyNetHeader(), flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, gsoSize: 1448, hdrLen: 54, csumStart: 34, csumOffset: 16 };
+    const header = {
+      ...emptyNetHeader(),
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      gsoType: VIRTIO_NET_HDR_GSO_TCPV4,
+      gsoSize: 1448,
+      hdrLen: 54,
+      csumStart: 34,
+      csumOffset: 16,
+    };
     const view = new DataView(template.buffer);
     b.guest.postReceive(200, 16_384);
     let sent = 0;
@@ -184,12 +226,40 @@ describe('NetSwitch', () => {
     const b = guestOn(network, MAC_B, { features: VIRTIO_NET_F_MAC | VIRTIO_NET_F_MRG_RXBUF });
     b.guest.postReceive(128, 2048);
     const frame = tcpFrame(
-      { sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2', checksum: 'partial' },
+      {
+        sourceMac: MAC_A,
+        destinationMac: MAC_B,
+        source: '10.0.0.1',
+        destination: '10.0.0.2',
+        checksum: 'partial',
+      },
       new Uint8Array(30_000).fill(5),
     );
-    a.guest.send(frame, { ...emptyNetHeader(), flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, gsoSize: 1448, hdrLen: 54, csumStart: 34, csumOffset: 16 });
-    const small = udpFrame({ sourceMac: MAC_A, destinationMac: MAC_B, source: '10.0.0.1', destination: '10.0.0.2', checksum: 'partial' }, new Uint8Array(777).fill(9));
-    a.guest.send(small, { ...emptyNetHeader(), flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, csumStart: 34, csumOffset: 6 });
+    a.guest.send(frame, {
+      ...emptyNetHeader(),
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      gsoType: VIRTIO_NET_HDR_GSO_TCPV4,
+      gsoSize: 1448,
+      hdrLen: 54,
+      csumStart: 34,
+      csumOffset: 16,
+    });
+    const small = udpFrame(
+      {
+        sourceMac: MAC_A,
+        destinationMac: MAC_B,
+        source: '10.0.0.1',
+        destination: '10.0.0.2',
+        checksum: 'partial',
+      },
+      new Uint8Array(777).fill(9),
+    );
+    a.guest.send(small, {
+      ...emptyNetHeader(),
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      csumStart: 34,
+      csumOffset: 6,
+    });
     await turn();
     const got = b.guest.receive();
     expect(got).toHaveLength(Math.ceil(30_000 / 1448) + 1);

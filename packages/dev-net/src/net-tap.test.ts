@@ -3,16 +3,16 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { TapError, TapNetHost } from './net-tap.js';
+import { emptyNetHeader, formatMac, parseMac, VIRTIO_NET_HDR_F_NEEDS_CSUM } from './net-wire.js';
 import {
-  NetTestGuest,
   arpRequestFrame,
   checksumsValid,
   icmpEchoFrame,
   internetChecksum,
   ipv4Bytes,
+  NetTestGuest,
   udpFrame,
 } from './testing/index.js';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, emptyNetHeader, formatMac, parseMac } from './net-wire.js';
 
 // Everything happens inside a network namespace this test creates: the TAP is born in our
 // namespace, moved into it at once, and the kernel on the namespace side answers ARP and ICMP.
@@ -58,7 +58,11 @@ describe('TapNetHost in a network namespace', () => {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const frames = guest.receive();
-      if (frames.length > 0) guest.postReceive(frames.reduce((n, f) => n + f.numBuffers, 0), 2048);
+      if (frames.length > 0)
+        guest.postReceive(
+          frames.reduce((n, f) => n + f.numBuffers, 0),
+          2048,
+        );
       for (const { data } of frames) {
         answerArp(data);
         if (match(data)) return data;
@@ -95,7 +99,12 @@ describe('TapNetHost in a network namespace', () => {
   });
 
   it('the kernel answers ICMP echo', async () => {
-    const request = icmpEchoFrame({ sourceMac: GUEST_MAC, destinationMac: kernelMac, source: GUEST_IP, destination: KERNEL_IP }, 0x4242, 7, new Uint8Array(56).fill(0x33));
+    const request = icmpEchoFrame(
+      { sourceMac: GUEST_MAC, destinationMac: kernelMac, source: GUEST_IP, destination: KERNEL_IP },
+      0x4242,
+      7,
+      new Uint8Array(56).fill(0x33),
+    );
     guest.send(request);
     const reply = await waitFor((f) => f[23] === 1 && f[34] === 0 && f[38] === 0x42 && f[39] === 0x42);
     expect(internetChecksum(reply.subarray(34))).toBe(0);
@@ -104,25 +113,54 @@ describe('TapNetHost in a network namespace', () => {
   });
 
   it('a UDP datagram with a partial checksum (NEEDS_CSUM) reaches a socket in the namespace', async () => {
-    const listener = spawn('ip', ['netns', 'exec', namespace, process.execPath, '-e', `
+    const listener = spawn('ip', [
+      'netns',
+      'exec',
+      namespace,
+      process.execPath,
+      '-e',
+      `
       const s = require('node:dgram').createSocket('udp4');
       s.on('message', (m) => { process.stdout.write(m.toString()); process.exit(0); });
       s.bind(7777, '${KERNEL_IP}', () => process.stdout.write('ready\\n'));
       setTimeout(() => process.exit(2), 8000);
-    `]);
+    `,
+    ]);
     let output = '';
     listener.stdout.on('data', (chunk) => (output += chunk));
     const exited = new Promise<number>((resolve) => listener.on('exit', (code) => resolve(code ?? -1)));
     while (!output.includes('ready')) await turn(20);
-    const frame = udpFrame({ sourceMac: GUEST_MAC, destinationMac: kernelMac, source: GUEST_IP, destination: KERNEL_IP, destinationPort: 7777, checksum: 'partial' }, new TextEncoder().encode('hello from the guest'));
+    const frame = udpFrame(
+      {
+        sourceMac: GUEST_MAC,
+        destinationMac: kernelMac,
+        source: GUEST_IP,
+        destination: KERNEL_IP,
+        destinationPort: 7777,
+        checksum: 'partial',
+      },
+      new TextEncoder().encode('hello from the guest'),
+    );
     expect(checksumsValid(frame)).toBe(false);
-    guest.send(frame, { ...emptyNetHeader(), flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, csumStart: 34, csumOffset: 6 });
+    guest.send(frame, {
+      ...emptyNetHeader(),
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      csumStart: 34,
+      csumOffset: 6,
+    });
     expect(await exited).toBe(0);
     expect(output).toContain('hello from the guest');
   });
 
   it('carries a datagram sent from the namespace to the guest', async () => {
-    execFileSync('ip', ['netns', 'exec', namespace, 'bash', '-c', `printf 'hi guest' > /dev/udp/${GUEST_IP}/9999`]);
+    execFileSync('ip', [
+      'netns',
+      'exec',
+      namespace,
+      'bash',
+      '-c',
+      `printf 'hi guest' > /dev/udp/${GUEST_IP}/9999`,
+    ]);
     const frame = await waitFor((f) => f[23] === 17 && ((f[36]! << 8) | f[37]!) === 9999);
     expect(new TextDecoder().decode(frame.subarray(42))).toBe('hi guest');
     expect(tap.counters.readFrames).toBeGreaterThan(0);

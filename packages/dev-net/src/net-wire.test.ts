@@ -1,8 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import {
+  brokenFeatureDependency,
+  decodeNetHeader,
+  encodeNetHeader,
+  formatMac,
   HDR_SIZE,
   HDR_SIZE_HASH,
   HDR_SIZE_LEGACY,
+  isMulticastMac,
+  macKey,
+  netHeaderLength,
+  parseMac,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_GUEST_CSUM,
@@ -14,14 +22,6 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV6,
-  brokenFeatureDependency,
-  decodeNetHeader,
-  encodeNetHeader,
-  formatMac,
-  isMulticastMac,
-  macKey,
-  netHeaderLength,
-  parseMac,
 } from './net-wire.js';
 
 const VERSION_1 = 1n << 32n;
@@ -44,7 +44,14 @@ describe('virtio_net_hdr length (spec 5.1.6)', () => {
 
 describe('header encoding', () => {
   it('round-trips little-endian fields and writes num_buffers', () => {
-    const header = { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV6, hdrLen: 0x1234, gsoSize: 1440, csumStart: 54, csumOffset: 16 };
+    const header = {
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      gsoType: VIRTIO_NET_HDR_GSO_TCPV6,
+      hdrLen: 0x1234,
+      gsoSize: 1440,
+      csumStart: 54,
+      csumOffset: 16,
+    };
     const bytes = new Uint8Array(20).fill(0xaa);
     encodeNetHeader(header, bytes, 20, 3);
     expect(bytes[2]).toBe(0x34);

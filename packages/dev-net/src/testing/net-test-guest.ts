@@ -64,7 +64,8 @@ export class NetTestGuest {
     });
     // Split rings only: this driver lays out MockSplitQueues (packed rings are covered by the
     // conformance suite).
-    const wanted = ((options.features ?? this.controller.offeredFeatures) | VIRTIO_F_VERSION_1) & ~VIRTIO_F_RING_PACKED;
+    const wanted =
+      ((options.features ?? this.controller.offeredFeatures) | VIRTIO_F_VERSION_1) & ~VIRTIO_F_RING_PACKED;
     this.controller.setStatus(STATUS_ACKNOWLEDGE);
     this.controller.setStatus(STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     this.controller.setDriverFeatures(wanted & this.controller.offeredFeatures);
