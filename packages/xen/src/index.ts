@@ -78,3 +78,8 @@ export {
   type XenstoredOptions,
   type XenstoredQuota,
 } from './xenstored.js';
+export {
+  startXenstoredServer,
+  type XenstoredServer,
+  type XenstoredServerOptions,
+} from './xenstored-server.js';

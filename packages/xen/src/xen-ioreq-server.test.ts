@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { XenError } from './xen-errors.js';
-import { type IoreqServer, type MmioRequest, createIoreqServer } from './xen-ioreq-server.js';
+import { createIoreqServer, type IoreqServer, type MmioRequest } from './xen-ioreq-server.js';
 import type { XenServices } from './xen-services.js';
-import { type SimDomain, type XenSimulator, createXenSimulator } from './xen-sim.js';
+import { createXenSimulator, type SimDomain, type XenSimulator } from './xen-sim.js';
 
 let sim: XenSimulator;
 let guest: SimDomain;
@@ -59,7 +59,13 @@ describe('ioreq server on the simulator', () => {
     const read = guest.vcpu(0).mmioRead(MMIO_BASE, 4);
     await new Promise((resolve) => setTimeout(resolve, 20));
     const [blocked] = sim.unansweredIoreqs(10);
-    expect(blocked).toMatchObject({ domid: guest.domid, vcpu: 0, addr: MMIO_BASE, size: 4, direction: 'read' });
+    expect(blocked).toMatchObject({
+      domid: guest.domid,
+      vcpu: 0,
+      addr: MMIO_BASE,
+      size: 4,
+      direction: 'read',
+    });
     expect(guest.vcpu(0).blockedOn).toBeDefined();
     expect(server.inFlight()).toEqual([0]);
     release(0xabcdn);
@@ -71,13 +77,17 @@ describe('ioreq server on the simulator', () => {
     server = createIoreqServer(dom0, { domid: guest.domid });
     server.claimMmio(MMIO_BASE, 0x100n, () => new Promise<bigint>(() => {}));
     server.enable();
-    await expect(guest.vcpu(0).mmioRead(MMIO_BASE, 4, { timeoutMs: 30 })).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    await expect(guest.vcpu(0).mmioRead(MMIO_BASE, 4, { timeoutMs: 30 })).rejects.toMatchObject({
+      code: 'ETIMEDOUT',
+    });
     expect(sim.unansweredIoreqs()).toHaveLength(1);
   });
 
   it('serves port I/O and PCI config space of a claimed function', async () => {
     server = createIoreqServer(dom0, { domid: guest.domid });
-    server.claimPorts(0xc000, 0x40, (request) => (request.direction === 'read' ? request.offset + 1 : undefined));
+    server.claimPorts(0xc000, 0x40, (request) =>
+      request.direction === 'read' ? request.offset + 1 : undefined,
+    );
     const config = new Map<number, bigint>([[0, 0x1041_1af4n]]);
     server.claimPciDevice(pci, (request) => {
       if (request.direction === 'write') {
@@ -146,9 +156,13 @@ describe('ioreq server on the simulator', () => {
 
   it('enforces who may create servers and claim ranges', () => {
     const other = sim.createDomain({ memoryBytes: 1 << 16 });
-    expect(() => createIoreqServer(other.services(), { domid: guest.domid })).toThrow(expect.objectContaining({ code: 'EPERM' }));
+    expect(() => createIoreqServer(other.services(), { domid: guest.domid })).toThrow(
+      expect.objectContaining({ code: 'EPERM' }),
+    );
     const pv = sim.createDomain({ memoryBytes: 1 << 16, type: 'pv' });
-    expect(() => createIoreqServer(dom0, { domid: pv.domid })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => createIoreqServer(dom0, { domid: pv.domid })).toThrow(
+      expect.objectContaining({ code: 'EINVAL' }),
+    );
     server = createIoreqServer(dom0, { domid: guest.domid });
     server.claimMmio(MMIO_BASE, 0x100n, () => 0n);
     let error: unknown;

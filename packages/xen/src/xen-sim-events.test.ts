@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { XenError } from './xen-errors.js';
 import type { XenServices } from './xen-services.js';
-import { type SimDomain, type XenSimulator, createXenSimulator } from './xen-sim.js';
+import { createXenSimulator, type SimDomain, type XenSimulator } from './xen-sim.js';
 
 let sim: XenSimulator;
 let guest: SimDomain;
@@ -93,7 +93,9 @@ describe('event channels', () => {
       }
       return 'none';
     };
-    expect(code(() => other.services().events.bindInterdomain(guest.domid, offeredElsewhere.localPort))).toBe('EINVAL');
+    expect(code(() => other.services().events.bindInterdomain(guest.domid, offeredElsewhere.localPort))).toBe(
+      'EINVAL',
+    );
     expect(code(() => dom0.events.bindInterdomain(guest.domid, 4000))).toBe('EINVAL');
     expect(code(() => dom0.events.bindInterdomain(123, 1))).toBe('ESRCH');
     offeredElsewhere.close();

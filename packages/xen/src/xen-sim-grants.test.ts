@@ -7,12 +7,12 @@ import {
   GNTST_okay,
   GNTST_permission_denied,
   GTF_permit_access,
-  GTF_readonly,
   GTF_reading,
+  GTF_readonly,
   GTF_writing,
 } from './xen-grant-wire.js';
 import type { XenServices } from './xen-services.js';
-import { type SimDomain, type XenSimulator, createXenSimulator } from './xen-sim.js';
+import { createXenSimulator, type SimDomain, type XenSimulator } from './xen-sim.js';
 
 let sim: XenSimulator;
 let guest: SimDomain;
@@ -76,7 +76,10 @@ describe('grant map', () => {
     mapping.unmap();
     guestServices.grants.endAccess(ref);
     expect(guest.grantEntry(ref).flags).toBe(0);
-    const error = expectXenError(() => dom0.grants.map({ domid: guest.domid, refs: [ref], writable: false }), 'EINVAL');
+    const error = expectXenError(
+      () => dom0.grants.map({ domid: guest.domid, refs: [ref], writable: false }),
+      'EINVAL',
+    );
     expect((error as GrantError).status).toEqual([GNTST_permission_denied]);
   });
 
@@ -98,7 +101,12 @@ describe('grant map', () => {
     const readOnly = guestServices.grants.grantAccess(0, 2, { readOnly: true });
     const forOther = guestServices.grants.grantAccess(7, 3);
     const error = expectXenError(
-      () => dom0.grants.map({ domid: guest.domid, refs: [good, 100_000, readOnly, forOther, 500], writable: true }),
+      () =>
+        dom0.grants.map({
+          domid: guest.domid,
+          refs: [good, 100_000, readOnly, forOther, 500],
+          writable: true,
+        }),
       'EINVAL',
     ) as GrantError;
     expect(GrantError.isInstance(error)).toBe(true);
@@ -114,7 +122,10 @@ describe('grant map', () => {
   });
 
   it('answers bad_domain for a domain that does not exist', () => {
-    const error = expectXenError(() => dom0.grants.map({ domid: 99, refs: [8], writable: false }), 'EINVAL') as GrantError;
+    const error = expectXenError(
+      () => dom0.grants.map({ domid: 99, refs: [8], writable: false }),
+      'EINVAL',
+    ) as GrantError;
     expect(error.status).toEqual([GNTST_bad_domain]);
   });
 
@@ -153,7 +164,11 @@ describe('grant copy', () => {
     guest.memory.set([1, 2, 3, 4], 11 * 4096 + 100);
     const local = new Uint8Array(4);
     const status = dom0.grants.copy([
-      { source: { kind: 'grant', domid: guest.domid, ref: source, offset: 100 }, dest: { kind: 'local', bytes: local }, length: 4 },
+      {
+        source: { kind: 'grant', domid: guest.domid, ref: source, offset: 100 },
+        dest: { kind: 'local', bytes: local },
+        length: 4,
+      },
       {
         source: { kind: 'local', bytes: new Uint8Array([9, 8, 7]) },
         dest: { kind: 'grant', domid: guest.domid, ref: dest, offset: 4093 },
@@ -175,7 +190,13 @@ describe('grant copy', () => {
         length: 4,
       },
     ]);
-    expect(status).toEqual([GNTST_okay, GNTST_okay, GNTST_permission_denied, GNTST_bad_copy_arg, GNTST_bad_gntref]);
+    expect(status).toEqual([
+      GNTST_okay,
+      GNTST_okay,
+      GNTST_permission_denied,
+      GNTST_bad_copy_arg,
+      GNTST_bad_gntref,
+    ]);
     expect([...local]).toEqual([1, 2, 3, 4]);
     expect([...guest.memory.subarray(12 * 4096 + 4093, 12 * 4096 + 4096)]).toEqual([9, 8, 7]);
     // The read-only page was not written by the refused segment.

@@ -20,7 +20,7 @@ export interface XenStoreOps {
   write(path: string, value: string | Uint8Array): Promise<void>;
   /** XS_MKDIR: creates an empty node (and parents); succeeds when it already exists. */
   mkdir(path: string): Promise<void>;
-  /** XS_RM: removes the node and everything below it. Throws `ENOENT` when absent (xenstored does so when the parent is absent too). */
+  /** XS_RM: removes the node and everything below it. Succeeds for a missing node whose parent exists; `ENOENT` when the parent is missing too (as xenstored). */
   rm(path: string): Promise<void>;
   /** XS_DIRECTORY: the names (not paths) of the node's children. */
   directory(path: string): Promise<string[]>;
