@@ -197,11 +197,11 @@ export function parseConsoleConfig(input: unknown): ConsoleConfig {
   const multiport = raw.multiport ?? ports.length > 1;
   const highestId = ports.reduce((max, port) => Math.max(max, port.id), -1);
   const maxPorts = raw.maxPorts ?? (multiport ? Math.max(8, highestId + 1) : 1);
-  if (highestId >= maxPorts) fail([`ports: port id ${highestId} is not below maxPorts ${maxPorts}`]);
   if (!multiport) {
     if (ports.length !== 1 || ports[0]!.id !== 0)
       fail(['ports: without multiport there is exactly one port, id 0']);
     if (maxPorts !== 1) fail(['maxPorts: without multiport there is one port']);
   }
+  if (highestId >= maxPorts) fail([`ports: port id ${highestId} is not below maxPorts ${maxPorts}`]);
   return { ...raw, multiport, maxPorts, ports };
 }

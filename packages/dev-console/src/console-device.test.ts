@@ -56,7 +56,9 @@ async function startConsole(
   const ports = config.ports ?? [{}];
   const hosts = options.hosts ?? ports.map(() => new MemoryConsoleHost({ size: { cols: 132, rows: 43 } }));
   const map = new Map<number, MemoryConsoleHost>();
-  ports.forEach((port, i) => map.set(port.id ?? i, hosts[i]!));
+  ports.forEach((port, i) => {
+    map.set(port.id ?? i, hosts[i]!);
+  });
   const device = createConsoleDevice({ ...config, ports }, { hosts: map });
   await device.open();
   const harness = activateForTest(device, {

@@ -604,7 +604,7 @@ export class ConsoleDevice implements VirtioDevice {
   /** A port the driver was told about; anything else is counted and ignored. */
   private knownPort(id: number): Port | undefined {
     const port = this.ports.get(id);
-    if (!port || !port.announced) {
+    if (!port?.announced) {
       this.counters.unknownPort++;
       return undefined;
     }

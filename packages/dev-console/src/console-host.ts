@@ -239,19 +239,6 @@ function concat(chunks: readonly Uint8Array[], length: number): Uint8Array {
   return out;
 }
 
-/** The minimal Node duplex surface the stream hosts drive. */
-interface ByteStream {
-  write(chunk: Uint8Array): boolean;
-  pause(): unknown;
-  resume(): unknown;
-  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
-  on(event: 'drain', listener: () => void): unknown;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-  on(event: 'close', listener: () => void): unknown;
-  removeAllListeners(): unknown;
-  destroy(): unknown;
-}
-
 export interface SocketConsoleHostOptions {
   /** Bytes the socket buffers before `write` returns false. Default 64 KiB. */
   highWaterMark?: number;
@@ -619,8 +606,12 @@ export class TeeConsoleHost implements ConsoleHost {
         this.maybeDrain();
       },
     });
+    // Forwarded one by one: `events` may be a class instance, whose methods do not spread.
     await this.primary.start({
-      ...events,
+      data: (bytes) => events.data(bytes),
+      connection: (connected) => events.connection(connected),
+      resize: (size) => events.resize(size),
+      closed: (error) => events.closed(error),
       drain: () => {
         this.primaryWaiting = false;
         this.maybeDrain();

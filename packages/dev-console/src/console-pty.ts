@@ -198,7 +198,9 @@ export class PtyConsoleHost implements ConsoleHost {
   private lost(error: unknown): void {
     if (this.closed) return;
     this.closed = true;
+    this.stream?.destroy(); // the handle owns the master fd and closes it
     this.stream = undefined;
+    this.master = -1;
     this.events?.closed(new ConsoleHostError('host-failed', `pty ${this.path} closed`, { cause: error }));
   }
 

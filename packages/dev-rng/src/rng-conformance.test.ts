@@ -15,7 +15,9 @@ runConformanceSuite({
       expect(used.length).toBe(64);
       const { offset } = buffers[0]!;
       // 64 bytes of the seeded stream are not all 0xee (the mock's fill) or all zero.
-      expect(harness.memory.bytes.subarray(offset, offset + 64).some((b) => b !== 0xee && b !== 0)).toBe(true);
+      expect(harness.memory.bytes.subarray(offset, offset + 64).some((b) => b !== 0xee && b !== 0)).toBe(
+        true,
+      );
     },
   },
 });
@@ -24,5 +26,8 @@ runConformanceSuite({
 runConformanceSuite({
   name: 'dev-rng rate-limited',
   create: () => createRngDevice({ source: 'seeded:2', maxBytes: 1 << 30, periodMs: 1000 }),
-  exercise: { request: () => [{ writable: true, length: 32 }], check: (used) => expect(used.length).toBe(32) },
+  exercise: {
+    request: () => [{ writable: true, length: 32 }],
+    check: (used) => expect(used.length).toBe(32),
+  },
 });
