@@ -2,6 +2,7 @@ import type { CommandModule } from './cli-context.js';
 import { demoCommand } from './demo-command.js';
 import { devicesCommand } from './devices-command.js';
 import { doctorCommand } from './doctor-command.js';
+import { newDeviceCommand } from './new-device-command.js';
 import { runCommand } from './run-command.js';
 
 /** Every command of the workspace CLI, in help order. */
@@ -9,5 +10,6 @@ export const ALL_COMMANDS: readonly CommandModule[] = [
   demoCommand,
   runCommand,
   devicesCommand,
+  newDeviceCommand,
   doctorCommand,
 ];

@@ -20,9 +20,11 @@ describe('xvio demo', () => {
       expect(row[0]).toBe(`guest${index + 1}`);
       expect(row[1]).toBe(`guest${index + 1}-rng0`);
       expect(Number(row[2])).toBeGreaterThan(0); // requests
-      expect(row[5]).toBe('0'); // faults
-      expect(row[6]).toBe('0'); // needs-reset
-      expect(row[7]).toBe('running');
+      expect(row[3]).toMatch(/^[0-9.]+ (B|KiB|MiB|GiB)$/); // entropy the guest received
+      expect(row[4]).toBe('-'); // rng: the guest sends nothing
+      expect(row[6]).toBe('0'); // faults
+      expect(row[7]).toBe('0'); // needs-reset
+      expect(row[8]).toBe('running');
     }
   });
 

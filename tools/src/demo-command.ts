@@ -5,7 +5,15 @@ import type { CommandModule, OutputStream } from './cli-context.js';
 import { CliError, describeError } from './cli-errors.js';
 import { deviceLogger } from './cli-logger.js';
 import { MockGuestDevice, type QueueWorkload } from './demo-guest-driver.js';
-import { type GuestCounters, newGuestCounters, rngWorkloads } from './demo-workloads.js';
+import {
+  CONSOLE_DEMO_REFUSED_FEATURES,
+  consoleWorkloads,
+  type GuestCounters,
+  NET_DEMO_REFUSED_FEATURES,
+  netWorkloads,
+  newGuestCounters,
+  rngWorkloads,
+} from './demo-workloads.js';
 import { type DeviceName, parseDeviceList } from './device-registry.js';
 import { serveMetrics, XvioMetrics } from './metrics-registry.js';
 import { parseIntegerOption } from './run-command.js';
@@ -24,6 +32,7 @@ interface DemoDevice {
   readonly over: string;
   readonly driver: MockGuestDevice;
   readonly counters: GuestCounters;
+  readonly sent: GuestCounters | undefined;
   started: boolean;
 }
 
@@ -34,19 +43,58 @@ interface DemoOptions {
   metricsPort?: number;
 }
 
-function workloadsFor(kind: DeviceName, counters: GuestCounters, seed: number): QueueWorkload[] | undefined {
+const GUEST_MACS = ['52:54:00:00:00:01', '52:54:00:00:00:02'] as const;
+
+interface Workload {
+  readonly queues: QueueWorkload[];
+  readonly refuse?: bigint;
+  /** Second counter set (net: frames sent, beside bytes received). */
+  readonly sent?: GuestCounters;
+}
+
+function workloadsFor(
+  kind: DeviceName,
+  counters: GuestCounters,
+  guest: number,
+  seed: number,
+): Workload | undefined {
   switch (kind) {
     case 'rng':
-      return rngWorkloads(counters, seededRandom(seed));
+      return { queues: rngWorkloads(counters, seededRandom(seed)) };
+    case 'console': {
+      // The console's numbers read from the guest's side: what it wrote goes out.
+      const written = newGuestCounters();
+      return {
+        queues: consoleWorkloads(written, counters, `guest${guest + 1}`),
+        refuse: CONSOLE_DEMO_REFUSED_FEATURES,
+        sent: written,
+      };
+    }
+    case 'net': {
+      const sent = newGuestCounters();
+      const mac = GUEST_MACS[guest % 2]!;
+      const peer = GUEST_MACS[(guest + 1) % 2]!;
+      return {
+        queues: netWorkloads(counters, sent, mac, peer, seededRandom(seed)),
+        refuse: NET_DEMO_REFUSED_FEATURES,
+        sent,
+      };
+    }
     default:
       return undefined;
   }
 }
 
-function deviceConfig(kind: DeviceName, guest: string): Record<string, unknown> {
+function deviceConfig(kind: DeviceName, guest: string, index: number): Record<string, unknown> {
   switch (kind) {
     case 'rng':
       return { name: `${guest}-rng0`, source: 'os' };
+    case 'console':
+      // The host side discards what the guests write; the counters show it arrived.
+      return { name: `${guest}-console0`, size: 'off', ports: [{ console: true, host: 'null' }] };
+    case 'net':
+      // Both guests' ports on one in-process switch: their frames cross it.
+      return { name: `${guest}-net0`, mac: GUEST_MACS[index % 2], host: { type: 'switch', switch: 'demo' } };
     default:
       return { name: `${guest}-${kind}0` };
   }
@@ -68,7 +116,8 @@ interface Row {
   guest: string;
   device: string;
   requests: string;
-  bytes: string;
+  bytesIn: string;
+  bytesOut: string;
   rate: string;
   faults: string;
   needsReset: string;
@@ -80,7 +129,8 @@ function table(rows: readonly Row[]): string {
     guest: 'guest',
     device: 'device',
     requests: 'requests',
-    bytes: 'bytes',
+    bytesIn: 'guest in',
+    bytesOut: 'guest out',
     rate: 'rate',
     faults: 'faults',
     needsReset: 'needs-reset',
@@ -110,13 +160,16 @@ function statusText(entry: DemoDevice): string {
 function rows(devices: readonly DemoDevice[], seconds: number): Row[] {
   return devices.map((entry) => {
     const metrics = entry.driver.controller.metrics;
+    const bytesOut = entry.sent?.bytes ?? 0;
+    const total = entry.counters.bytes + bytesOut;
     return {
       guest: entry.guest,
       device: entry.driver.device.name,
-      requests: String(entry.counters.requests),
-      bytes: formatBytes(entry.counters.bytes),
-      rate: `${formatBytes(seconds > 0 ? entry.counters.bytes / seconds : 0)}/s`,
-      faults: String(metrics.faults + entry.counters.errors),
+      requests: String(entry.counters.requests + (entry.sent?.requests ?? 0)),
+      bytesIn: formatBytes(entry.counters.bytes),
+      bytesOut: entry.sent ? formatBytes(bytesOut) : '-',
+      rate: `${formatBytes(seconds > 0 ? total / seconds : 0)}/s`,
+      faults: String(metrics.faults + entry.counters.errors + (entry.sent?.errors ?? 0)),
       needsReset: String(metrics.needsReset),
       status: statusText(entry),
     };
@@ -170,6 +223,8 @@ export const demoCommand: CommandModule = {
         const out: OutputStream = context.stdout;
         out.write('xvio demo: one backend serving devices to two guests\n');
         for (const guest of GUEST_SETUPS) out.write(`  ${guest.name}: ${guest.over}\n`);
+        if (kinds.includes('net'))
+          out.write("  net: both guests' ports on one in-process switch (frames cross it)\n");
         const devices: DemoDevice[] = [];
         const metrics = new XvioMetrics();
         const unavailable: string[] = [];
@@ -185,23 +240,34 @@ export const demoCommand: CommandModule = {
           }
           for (const [index, guest] of GUEST_SETUPS.entries()) {
             const counters = newGuestCounters();
-            const workloads = workloadsFor(kind, counters, 1000 * (index + 1));
+            const workloads = workloadsFor(kind, counters, index, 1000 * (index + 1));
             if (!workloads) {
               if (index === 0) unavailable.push(`  ${kind}: the demo has no guest driver for it yet`);
               continue;
             }
             let device: VirtioDevice;
             try {
-              device = await loaded.create(deviceConfig(kind, guest.name));
+              device = await loaded.create(deviceConfig(kind, guest.name, index));
             } catch (error) {
               throw new CliError(
                 'device-unavailable',
                 `device ${kind} failed to start: ${describeError(error)}`,
               );
             }
-            const driver = new MockGuestDevice(device, workloads, { seed: 7 * (index + 1) });
+            const driver = new MockGuestDevice(device, workloads.queues, {
+              seed: 7 * (index + 1),
+              ...(workloads.refuse !== undefined ? { refuse: workloads.refuse } : {}),
+            });
             const deviceLog = deviceLogger(log, device.name);
-            devices.push({ guest: guest.name, kind, over: guest.over, driver, counters, started: false });
+            devices.push({
+              guest: guest.name,
+              kind,
+              over: guest.over,
+              driver,
+              counters,
+              sent: workloads.sent,
+              started: false,
+            });
             metrics.add({ domain: guest.name, controller: driver.controller });
             deviceLog.debug({ over: guest.over }, 'device created');
           }

@@ -12,6 +12,11 @@ export interface DeviceEntry {
   readonly factory: string;
   /** Device ID, virtio spec 5 (xl.cfg's `virtio,device<N>` names devices by it). */
   readonly deviceType: number;
+  /**
+   * Builds the device when the package has no factory function but the template's shape
+   * (`<Name>Device(host, config)`, `Memory<Name>Host`, `parse<Name>Config`).
+   */
+  readonly pascal?: string;
 }
 
 export const DEVICE_ENTRIES: readonly DeviceEntry[] = [
@@ -20,7 +25,13 @@ export const DEVICE_ENTRIES: readonly DeviceEntry[] = [
   { name: 'rng', packageName: '@xvio/dev-rng', factory: 'createRngDevice', deviceType: 4 },
   { name: 'gpu', packageName: '@xvio/dev-gpu', factory: 'createGpuDevice', deviceType: 16 },
   // The template's ID is whatever the template package says; it is not matched from xl.cfg.
-  { name: 'template', packageName: '@xvio/dev-template', factory: 'createTemplateDevice', deviceType: -1 },
+  {
+    name: 'template',
+    packageName: '@xvio/dev-template',
+    factory: 'createTemplateDevice',
+    deviceType: -1,
+    pascal: 'Template',
+  },
 ];
 
 export function isDeviceName(value: string): value is DeviceName {
@@ -92,7 +103,7 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
       { cause: error },
     );
   }
-  const factory = module[entry.factory];
+  const factory = module[entry.factory] ?? templateShapeFactory(entry, module);
   if (typeof factory !== 'function') {
     throw new CliError(
       'device-unavailable',
@@ -103,6 +114,26 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
     entry,
     module,
     create: async (config) => (factory as DeviceFactory)(config),
+  };
+}
+
+type Constructor = new (...args: unknown[]) => VirtioDevice;
+
+/** The template's shape: `new <Name>Device(new Memory<Name>Host(config.key), parse<Name>Config(config))`. */
+function templateShapeFactory(
+  entry: DeviceEntry,
+  module: Record<string, unknown>,
+): DeviceFactory | undefined {
+  if (!entry.pascal) return undefined;
+  const Device = module[`${entry.pascal}Device`];
+  const Host = module[`Memory${entry.pascal}Host`];
+  const parse = module[`parse${entry.pascal}Config`];
+  if (typeof Device !== 'function' || typeof Host !== 'function' || typeof parse !== 'function')
+    return undefined;
+  return (config) => {
+    const parsed = (parse as (input: unknown) => { key?: number })(config ?? {});
+    const host = new (Host as new (...args: unknown[]) => unknown)(parsed.key);
+    return new (Device as Constructor)(host, parsed);
   };
 }
 
