@@ -23,7 +23,7 @@ import {
 } from './console-config.js';
 import {
   type ConsoleHost,
-  type ConsoleHostError,
+  ConsoleHostError,
   FileConsoleHost,
   MemoryConsoleHost,
   NullConsoleHost,
@@ -158,6 +158,7 @@ export class ConsoleDevice implements VirtioDevice {
   private sizeNegotiated = false;
   private driverReady = false;
   private opened = false;
+  private openPromise: Promise<void> | undefined;
 
   constructor(config: ConsoleConfig, options: ConsoleDeviceOptions = {}) {
     this.config = config;
@@ -182,16 +183,35 @@ export class ConsoleDevice implements VirtioDevice {
     }
   }
 
-  /** Starts every port's host (listens, opens the pty, opens logs). Rejects with `ConsoleHostError`. */
-  async open(): Promise<void> {
-    this.opened = true;
-    for (const port of this.ports.values()) await this.startHost(port);
+  /**
+   * Starts every port's host (listens, opens the pty, opens logs). Idempotent. A host that
+   * cannot start counts as gone (its port drops output, `hostErrors` counts it) and the
+   * first such error rejects the returned promise. `activate` calls it when nobody did, so a
+   * device built by the bare factory still reaches its hosts.
+   */
+  open(): Promise<void> {
+    this.openPromise ??= (async () => {
+      this.opened = true;
+      let first: unknown;
+      for (const port of [...this.ports.values()]) {
+        try {
+          await this.startHost(port);
+        } catch (error) {
+          this.hostClosed(port, ConsoleHostError.isInstance(error) ? error : undefined);
+          if (!ConsoleHostError.isInstance(error)) port.metrics.hostErrors++;
+          first ??= error;
+        }
+      }
+      if (first !== undefined) throw first;
+    })();
+    return this.openPromise;
   }
 
   /** Stops the device for good and closes every host. */
   async close(): Promise<void> {
     this.reset();
     this.opened = false;
+    this.openPromise = undefined;
     await Promise.all([...this.ports.values()].map((port) => port.host.close()));
   }
 
@@ -246,6 +266,8 @@ export class ConsoleDevice implements VirtioDevice {
   }
 
   activate(context: DeviceContext): void {
+    // Errors are on the ports' counters (and returned by open() to whoever awaits it).
+    if (!this.openPromise) this.open().catch(() => {});
     this.context = context;
     this.multiport = this.config.multiport && hasFeature(context.features, VIRTIO_CONSOLE_F_MULTIPORT);
     this.sizeNegotiated = this.config.size !== 'off' && hasFeature(context.features, VIRTIO_CONSOLE_F_SIZE);
@@ -675,4 +697,19 @@ export function createConsoleDevice(
   options: ConsoleDeviceOptions = {},
 ): ConsoleDevice {
   return new ConsoleDevice(parseConsoleConfig(config), options);
+}
+
+/** `createConsoleDevice` then `open()`: the device with every host started, or the first host error. */
+export async function openConsoleDevice(
+  config: ConsoleConfigInput | unknown = {},
+  options: ConsoleDeviceOptions = {},
+): Promise<ConsoleDevice> {
+  const device = createConsoleDevice(config, options);
+  try {
+    await device.open();
+  } catch (error) {
+    await device.close();
+    throw error;
+  }
+  return device;
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { activateForTest } from '@xvio/transport/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createConsoleDevice } from './console-device.js';
+import { createConsoleDevice, openConsoleDevice } from './console-device.js';
 import {
   type ConsoleHost,
   ConsoleHostError,
@@ -213,12 +213,58 @@ describe('StdioConsoleHost', () => {
   });
 });
 
+describe('StdioConsoleHost failure', () => {
+  it('reports a broken output stream as the host going away, then drops and counts', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const { host, events } = await started(
+      new StdioConsoleHost({ input: input as never, output: output as never }),
+    );
+    output.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+    expect(events.closedWith.map((error) => error.code)).toEqual(['host-failed']);
+    expect(host.write(new Uint8Array(4))).toBe(true);
+    expect(host.stats.droppedBytes).toBe(4);
+  });
+});
+
 describe('NullConsoleHost', () => {
   it('accepts and counts output, never produces input', async () => {
     const { host, events } = await started(new NullConsoleHost());
     expect(host.write(new Uint8Array(10))).toBe(true);
     expect(host.stats.droppedBytes).toBe(10);
     expect(events.input).toEqual([]);
+  });
+});
+
+describe('device host lifecycle', () => {
+  it('starts its hosts on activation when nobody called open()', async () => {
+    const path = join(directory, 'lazy.sock');
+    const device = createConsoleDevice({ ports: [{ host: `unix:${path}` }] });
+    cleanup.push(() => device.close());
+    expect(existsSync(path)).toBe(false);
+    const harness = activateForTest(device);
+    cleanup.push(() => harness.dispose());
+    await until(() => existsSync(path));
+    const peer = await connect({ path });
+    const output = collect(peer);
+    await until(() => device.host(0)!.connected);
+    harness.request(1, [{ data: new TextEncoder().encode('late but there') }]);
+    await until(() => output.text() === 'late but there');
+  });
+
+  it('a host that cannot open: openConsoleDevice rejects; an activated device drops and counts', async () => {
+    const blocker = await started(new TcpConsoleHost({ port: 0 }));
+    const config = { ports: [{ host: { kind: 'tcp' as const, port: blocker.host.port } }] };
+    const error = await openConsoleDevice(config).catch((reason: unknown) => reason);
+    expect(ConsoleHostError.isInstance(error) && error.code).toBe('host-open-failed');
+    const device = createConsoleDevice(config);
+    cleanup.push(() => device.close());
+    const harness = activateForTest(device);
+    cleanup.push(() => harness.dispose());
+    await until(() => device.portState(0)!.hostGone);
+    harness.request(1, [{ data: new Uint8Array(9) }]);
+    await harness.waitForUsed(1);
+    expect(device.metrics()).toMatchObject({ 'port0.hostErrors': 1, 'port0.droppedBytes': 9 });
   });
 });
 

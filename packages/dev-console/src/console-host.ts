@@ -511,6 +511,12 @@ export class StdioConsoleHost implements ConsoleHost {
     this.events.data(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
   };
   private readonly onDrain = () => this.events.drain();
+  /** stdout went away (EPIPE when the reader exits): the port loses its host, the process lives on. */
+  private readonly onError = (error: Error) => {
+    this.failed = true;
+    this.events.closed(new ConsoleHostError('host-failed', 'stdio failed', { cause: error }));
+  };
+  private failed = false;
   private readonly onResize = () => {
     const size = this.size;
     if (size) this.events.resize(size);
@@ -531,6 +537,8 @@ export class StdioConsoleHost implements ConsoleHost {
     this.events = events;
     if (this.raw && this.input.isTTY) this.input.setRawMode(true);
     this.input.on('data', this.onData);
+    this.input.on('error', this.onError);
+    this.output.on('error', this.onError);
     this.output.on('drain', this.onDrain);
     this.output.on('resize', this.onResize);
     this.input.resume();
@@ -538,6 +546,10 @@ export class StdioConsoleHost implements ConsoleHost {
   }
 
   write(bytes: Uint8Array): boolean {
+    if (this.failed) {
+      this.stats.droppedBytes += bytes.length;
+      return true;
+    }
     return this.output.write(bytes);
   }
 
@@ -551,6 +563,8 @@ export class StdioConsoleHost implements ConsoleHost {
 
   close(): Promise<void> {
     this.input.off('data', this.onData);
+    this.input.off('error', this.onError);
+    this.output.off('error', this.onError);
     this.output.off('drain', this.onDrain);
     this.output.off('resize', this.onResize);
     if (this.raw && this.input.isTTY) this.input.setRawMode(false);

@@ -16,6 +16,7 @@ export {
   type ConsoleDeviceOptions,
   createConsoleDevice,
   createConsoleHost,
+  openConsoleDevice,
 } from './console-device.js';
 export {
   type ConsoleHost,
