@@ -4,6 +4,7 @@ import { devicesCommand } from './devices-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { newDeviceCommand } from './new-device-command.js';
 import { runCommand } from './run-command.js';
+import { xenstoredCommand } from './xenstored-command.js';
 
 /** Every command of the workspace CLI, in help order. */
 export const ALL_COMMANDS: readonly CommandModule[] = [
@@ -11,5 +12,6 @@ export const ALL_COMMANDS: readonly CommandModule[] = [
   runCommand,
   devicesCommand,
   newDeviceCommand,
+  xenstoredCommand,
   doctorCommand,
 ];

@@ -64,7 +64,7 @@ export interface RunningXenstored {
 /** Starts the simulated xenstored on a unix socket (the Xen package provides it). */
 export async function startSimulatedXenstored(socketPath: string, log: Logger): Promise<RunningXenstored> {
   const module = await loadXenModule();
-  const start = exported<(options: { socketPath: string; log?: Logger }) => unknown>(module, [
+  const start = exported<(options: { socketPath: string; log?: (line: string) => void }) => unknown>(module, [
     'startXenstoredServer',
     'startXenstored',
     'serveXenstored',
@@ -75,7 +75,15 @@ export async function startSimulatedXenstored(socketPath: string, log: Logger): 
       'the simulated xenstored is not available in this build (@xvio/xen exports no startXenstoredServer)',
     );
   }
-  const server = (await start({ socketPath, log })) as { close?: () => unknown; stop?: () => unknown };
+  let server: { close?: () => unknown; stop?: () => unknown };
+  try {
+    // One debug line per request: the store's own log is chatty by design.
+    server = (await start({ socketPath, log: (line) => log.debug(line) })) as typeof server;
+  } catch (error) {
+    throw new CliError('io-failed', `cannot listen on ${socketPath}: ${describeError(error)}`, {
+      cause: error,
+    });
+  }
   return {
     socketPath,
     close: async () => {
