@@ -37,6 +37,20 @@ describe('createOsEntropySource', () => {
   });
 });
 
+describe('createOsEntropySource pool', () => {
+  it('serves small reads from a pool without repeating bytes across refills', () => {
+    const source = createOsEntropySource();
+    const seen = new Set<string>();
+    // 2000 x 100 bytes crosses the 64 KiB pool three times.
+    for (let i = 0; i < 2000; i++) {
+      const target = new Uint8Array(100);
+      source.read(target);
+      seen.add(Buffer.from(target).toString('hex'));
+    }
+    expect(seen.size).toBe(2000);
+  });
+});
+
 describe('FileEntropySource', () => {
   it('reads a file in order through a bounded read-ahead buffer', async () => {
     const content = Uint8Array.from({ length: 10_000 }, (_, i) => (i * 31) & 0xff);
