@@ -48,6 +48,23 @@ export type {
 } from './xen-ioreq-server.js';
 export { createIoreqServer, type IoreqServerServices } from './xen-ioreq-server.js';
 export * from './xen-ioreq-wire.js';
+export {
+  openNativeDeviceModel,
+  openNativeEventChannels,
+  openNativeForeignMemory,
+  openNativeGrantTables,
+  openNativeXenServices,
+  openNativeXenStore,
+} from './xen-native.js';
+export {
+  bindXenLibrary,
+  probeXenHost,
+  XEN_LIBRARIES,
+  type XenHostProbe,
+  type XenLibraryName,
+  type XenLibrarySpec,
+  xenstoredPaths,
+} from './xen-native-libs.js';
 export type { XenServices } from './xen-services.js';
 export {
   createXenSimulator,

@@ -85,6 +85,7 @@ export type XenService =
   | 'foreignmemory'
   | 'devicemodel'
   | 'toolcore'
+  | 'host'
   | 'sim';
 
 /**

@@ -32,6 +32,11 @@ export interface Libc {
   errno(): number;
   /** An ArrayBuffer over host memory (no copy). Valid only while the memory stays mapped. */
   view(address: HostAddress, length: number): ArrayBuffer;
+  /**
+   * Waits on a libuv pool thread until `fd` is readable or `timeoutMs` passes; never blocks
+   * the event loop. Resolves true when readable.
+   */
+  pollReadable(fd: number, timeoutMs: number): Promise<boolean>;
 }
 
 let loaded: Libc | undefined;
@@ -46,6 +51,7 @@ export function libc(): Libc {
   );
   const munmap = lib.func('int munmap(uintptr_t addr, size_t length)');
   const close = lib.func('int close(int fd)');
+  const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
   loaded = {
     memfdCreate: (name, flags) => memfdCreate(name, flags) as number,
     ftruncate: (fd, length) => ftruncate(fd, length) as number,
@@ -58,6 +64,17 @@ export function libc(): Libc {
     close: (fd) => close(fd) as number,
     errno: () => koffi.errno(),
     view: (address, length) => koffi.view(address, length),
+    pollReadable: (fd, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        // struct pollfd { int fd; short events; short revents; }, POLLIN = 1.
+        const fds = Buffer.alloc(8);
+        fds.writeInt32LE(fd, 0);
+        fds.writeInt16LE(1, 4);
+        poll.async(fds, 1, timeoutMs, (error: unknown, result: number) => {
+          if (error) reject(error);
+          else resolve(result > 0 && (fds.readInt16LE(6) & 1) !== 0);
+        });
+      }),
   };
   return loaded;
 }

@@ -90,7 +90,7 @@ export class SimEventCore {
     if (!this.alive(remoteDomid))
       throw new XenError('ESRCH', 'evtchn', 'bind_interdomain', `no domain ${remoteDomid}`);
     const remote = this.port(remoteDomid, remotePort);
-    if (!remote || remote.state !== 'unbound') {
+    if (remote?.state !== 'unbound') {
       throw new XenError(
         'EINVAL',
         'evtchn',
