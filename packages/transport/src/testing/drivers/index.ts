@@ -1,0 +1,16 @@
+export {
+  type DmaDirection,
+  type DmaMapping,
+  DmaRevokeError,
+  type GuestDma,
+  grantDma,
+  physicalDma,
+} from './guest-dma.js';
+export {
+  GuestDriverError,
+  type GuestDriverErrorCode,
+  type GuestDriverOptions,
+  GuestVirtioDriver,
+} from './guest-driver.js';
+export { type GuestBuffer, GuestSplitQueue, type GuestUsed } from './guest-split-queue.js';
+export { MmioGuestDriver, type MmioGuestOptions } from './mmio-guest-driver.js';
