@@ -14,6 +14,11 @@ export type MemoryFaultCode =
   | 'grant-out-of-range'
   /** A zero-copy view was asked for a range that is not contiguous in host memory. */
   | 'not-contiguous'
+  /**
+   * A request needs more pages than the strategy maps at once (its configured bound). The
+   * request fails; the device goes on.
+   */
+  | 'too-large'
   /** The host could not perform the access (mmap failed, hypercall error); `cause` holds why. */
   | 'host-failure';
 
@@ -25,7 +30,13 @@ export class GuestMemoryError extends Error {
   readonly address: bigint;
   readonly length: number;
 
-  constructor(code: MemoryFaultCode, address: bigint, length: number, message?: string, options?: ErrorOptions) {
+  constructor(
+    code: MemoryFaultCode,
+    address: bigint,
+    length: number,
+    message?: string,
+    options?: ErrorOptions,
+  ) {
     super(message ?? `${code}: guest range 0x${address.toString(16)}+${length}`, options);
     this.code = code;
     this.address = address;
