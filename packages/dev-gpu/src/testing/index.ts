@@ -1,0 +1,1 @@
+export { GpuGuestDriver, type GpuReply, type GuestFramebuffer } from './gpu-guest-driver.js';
