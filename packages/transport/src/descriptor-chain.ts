@@ -6,34 +6,58 @@ import type { MemoryRange } from '@xvio/grant-pool';
  *
  * Descriptors are stored flat, four numbers each: address low 32 bits, address high 32 bits,
  * length, and 1 when device-writable. Readable descriptors all come before writable ones
- * (the queue rejects other orders, spec 2.7.4.2).
+ * (the queue rejects other orders, spec 2.7.4.2 / 2.8.17).
+ *
+ * Chains a queue pops may be recycled: after `queue.recycle(chain)` (which `serviceQueue`
+ * calls once a handler completed a chain) the queue reuses the object for a later `pop`, so
+ * a device must not keep a recycled chain. A chain nobody recycles is an ordinary object.
  */
 export class DescriptorChain {
-  constructor(
-    /** The id to return in the used element: the head index (split) or the buffer id (packed). */
-    readonly head: number,
-    /** Flat descriptor fields, see the class comment. */
-    private readonly fields: number[],
-    readonly readableLength: number,
-    readonly writableLength: number,
-    /** Ring slots the chain used (packed rings advance the used index by it; 1 for indirect). */
-    readonly ringSlots: number,
-  ) {}
+  /** The id to return in the used element: the head index (split) or the buffer id (packed). */
+  readonly head: number;
+  readonly readableLength: number;
+  readonly writableLength: number;
+  /** Ring slots the chain used (packed rings advance the used index by it; 1 for indirect). */
+  readonly ringSlots: number;
+  /** Number of descriptors. */
+  readonly count: number;
+  /** Flat descriptor fields, see the class comment; entries past `count * 4` are stale. */
+  private readonly fields: number[];
+  /** The pool that may reuse this object (@internal). */
+  poolOwner: object | undefined;
+  /** Whether it sits in that pool now (@internal). */
+  pooled: boolean;
 
-  get count(): number {
-    return this.fields.length >> 2;
+  constructor(
+    head: number,
+    fields: number[],
+    readableLength: number,
+    writableLength: number,
+    ringSlots: number,
+  ) {
+    this.head = head;
+    this.readableLength = readableLength;
+    this.writableLength = writableLength;
+    this.ringSlots = ringSlots;
+    this.count = fields.length >> 2;
+    this.fields = fields;
+    this.poolOwner = undefined;
+    this.pooled = false;
   }
 
   /** Number of device-readable descriptors (they come first). */
   get readableCount(): number {
     let n = 0;
-    for (let i = 3; i < this.fields.length; i += 4) if (this.fields[i] === 0) n++;
+    for (let i = 0; i < this.count; i++) if (this.fields[(i << 2) + 3] === 0) n++;
     return n;
   }
 
   address(index: number): bigint {
     const base = index << 2;
-    return (BigInt(this.fields[base + 1]!) << 32n) | BigInt(this.fields[base]!);
+    const low = this.fields[base]!;
+    const high = this.fields[base + 1]!;
+    // One conversion while the address fits a double exactly (high < 2^21), else two halves.
+    return high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low);
   }
 
   length(index: number): number {
@@ -55,5 +79,57 @@ export class DescriptorChain {
       });
     }
     return ranges;
+  }
+}
+
+/** The fields a queue fills when it (re)uses a chain object. @internal */
+export interface ChainFields {
+  head: number;
+  readableLength: number;
+  writableLength: number;
+  ringSlots: number;
+  count: number;
+  fields: number[];
+  poolOwner: object | undefined;
+  pooled: boolean;
+}
+
+/**
+ * A queue's pool of chain objects. `take` gives a chain to fill (the last one given back,
+ * or new); `give` takes back a chain of this pool, once, keeping at most `limit`.
+ * @internal
+ */
+export class ChainPool {
+  /** The most recently given chain: a device that completes chains as it pops them never touches `free`. */
+  private spare: ChainFields | undefined = undefined;
+  private readonly free: ChainFields[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  take(): ChainFields {
+    let chain = this.spare;
+    if (chain !== undefined) {
+      this.spare = undefined;
+    } else {
+      chain = this.free.pop();
+      if (chain === undefined) {
+        chain = new DescriptorChain(0, [], 0, 0, 0) as unknown as ChainFields;
+        chain.poolOwner = this;
+      }
+    }
+    chain.pooled = false;
+    return chain;
+  }
+
+  give(given: DescriptorChain): void {
+    const chain = given as unknown as ChainFields;
+    if (chain.poolOwner !== this || chain.pooled) return;
+    if (this.spare === undefined) {
+      chain.pooled = true;
+      this.spare = chain;
+    } else if (this.free.length < this.limit) {
+      chain.pooled = true;
+      this.free.push(chain);
+    }
   }
 }

@@ -1,5 +1,5 @@
 import { type GuestMemory, GuestMemoryError } from '@xvio/grant-pool';
-import { DescriptorChain } from './descriptor-chain.js';
+import { type ChainFields, ChainPool, type DescriptorChain } from './descriptor-chain.js';
 import {
   EVENT_DESC,
   EVENT_FLAGS,
@@ -94,6 +94,9 @@ export class PackedQueue implements Virtqueue {
   /** Ring slots published since the driver was last considered for an interrupt. */
   private slotsSinceSignal = 0;
   private signalledBefore = false;
+  private readonly pool: ChainPool;
+  private indirectCopy: Uint8Array | undefined;
+  private indirectView: DataView | undefined;
   /** Our last write to the device event flags, to skip redundant stores. */
   private deviceEventFlags = -1;
 
@@ -105,6 +108,7 @@ export class PackedQueue implements Virtqueue {
     checkPackedQueueConfig(config);
     const size = config.size;
     this.size = size;
+    this.pool = new ChainPool(size);
     this.eventIdx = config.eventIdx;
     this.indirect = config.indirect;
     try {
@@ -173,7 +177,10 @@ export class PackedQueue implements Virtqueue {
     // 2.8.21.2: the driver stores the head's flags last, after a write barrier; the other
     // fields (and the rest of the chain) must be read after the flags.
     this.memory.fence('acquire');
-    const chain = this.readChain(start, startWrap, headFlags);
+    const chain =
+      (headFlags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0
+        ? this.readSingle(start, startWrap, headFlags)
+        : this.readChain(start, startWrap, headFlags);
     this.lastPopAvail = start;
     this.lastPopWrap = startWrap;
     this.stats.popped++;
@@ -189,13 +196,49 @@ export class PackedQueue implements Virtqueue {
   }
 
   /**
+   * The common case, a buffer of one direct descriptor, without the general walk: each field
+   * read once; one descriptor trivially satisfies 2.8.17 (no list, no order). Advances
+   * `nextAvail`.
+   */
+  private readSingle(start: number, startWrap: number, flags: number): DescriptorChain {
+    const ring = this.ring;
+    const offset = start * PACKED_DESC_SIZE;
+    const id = ring.getUint16(offset + 12, true);
+    // See readChain for why buffer ids are bounded by the queue size (2.8.13).
+    if (id >= this.size)
+      this.fail('descriptor-out-of-range', `buffer id ${id} >= queue size ${this.size} (spec 2.8.13)`);
+    const chain = this.pool.take();
+    const fields = chain.fields;
+    const length = ring.getUint32(offset + 8, true);
+    const writable = flags & VIRTQ_DESC_F_WRITE ? 1 : 0;
+    fields[0] = ring.getUint32(offset, true);
+    fields[1] = ring.getUint32(offset + 4, true);
+    fields[2] = length;
+    fields[3] = writable;
+    chain.head = id;
+    chain.count = 1;
+    chain.readableLength = writable ? 0 : length;
+    chain.writableLength = writable ? length : 0;
+    chain.ringSlots = 1;
+    let next = start + 1;
+    if (next === this.size) {
+      next = 0;
+      this.availWrap = startWrap ^ 1;
+    }
+    this.nextAvail = next;
+    return chain as unknown as DescriptorChain;
+  }
+
+  /**
    * Walks one buffer's descriptors once, copying them into the chain (no double fetch), and
    * checks every rule of spec 2.8.17 / 2.8.19 on the way. Advances `nextAvail` on success.
    */
   private readChain(start: number, startWrap: number, headFlags: number): DescriptorChain {
     const size = this.size;
     const ring = this.ring;
-    const fields: number[] = [];
+    const chain = this.pool.take();
+    const fields = chain.fields;
+    let n = 0;
     let index = start;
     let wrap = startWrap;
     let flags = headFlags;
@@ -243,24 +286,33 @@ export class PackedQueue implements Virtqueue {
             'an indirect descriptor inside a list linked by VIRTQ_DESC_F_NEXT (spec 2.8.19)',
           );
         }
-        const counts = this.readIndirect(addressHigh, addressLow, length, fields);
-        readable = counts[0];
-        writable = counts[1];
+        this.readIndirect(addressHigh, addressLow, length, chain);
+        readable = chain.readableLength;
+        writable = chain.writableLength;
+        n = chain.count << 2;
         break;
       }
       if (flags & VIRTQ_DESC_F_WRITE) {
         writable += length;
-        fields.push(addressLow, addressHigh, length, 1);
+        fields[n] = addressLow;
+        fields[n + 1] = addressHigh;
+        fields[n + 2] = length;
+        fields[n + 3] = 1;
+        n += 4;
       } else {
         // 2.8.17: device-writable elements come after all device-readable ones.
-        if (writable !== 0 || (slots > 1 && fields[fields.length - 1] === 1)) {
+        if (writable !== 0 || (n > 0 && fields[n - 1] === 1)) {
           this.fail(
             'readable-after-writable',
             `descriptor ${index} is device-readable after a device-writable one (spec 2.8.17)`,
           );
         }
         readable += length;
-        fields.push(addressLow, addressHigh, length, 0);
+        fields[n] = addressLow;
+        fields[n + 1] = addressHigh;
+        fields[n + 2] = length;
+        fields[n + 3] = 0;
+        n += 4;
       }
       if (readable + writable > MAX_CHAIN_BYTES) {
         this.fail('chain-length-overflow', `chain from ${start} holds 2^32 bytes or more (spec 2.8.4)`);
@@ -278,14 +330,20 @@ export class PackedQueue implements Virtqueue {
       this.fail('descriptor-out-of-range', `buffer id ${id} >= queue size ${size} (spec 2.8.13)`);
     this.nextAvail = index;
     this.availWrap = wrap;
-    return new DescriptorChain(id, fields, readable, writable, slots);
+    chain.head = id;
+    chain.count = n >> 2;
+    chain.readableLength = readable;
+    chain.writableLength = writable;
+    chain.ringSlots = slots;
+    return chain as unknown as DescriptorChain;
   }
 
   /**
-   * Copies an indirect table out of guest memory once and walks the copy: its descriptors
-   * are used in order, only VIRTQ_DESC_F_WRITE counts (2.8.19). Returns [readable, writable].
+   * Copies an indirect table out of guest memory once (into a buffer the queue reuses) and
+   * walks the copy into `chain`: its descriptors are used in order, only VIRTQ_DESC_F_WRITE
+   * counts (2.8.19). Sets the chain's count and lengths.
    */
-  private readIndirect(high: number, low: number, length: number, fields: number[]): [number, number] {
+  private readIndirect(high: number, low: number, length: number, chain: ChainFields): void {
     if (length === 0 || length % PACKED_DESC_SIZE !== 0) {
       this.fail(
         'invalid-indirect-length',
@@ -299,10 +357,17 @@ export class PackedQueue implements Virtqueue {
         `indirect table of ${count} descriptors is longer than queue size ${this.size} (spec 2.8.19)`,
       );
     }
-    const address = (BigInt(high) << 32n) | BigInt(low);
-    const copy = new Uint8Array(length);
+    const address =
+      high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low);
+    if (this.indirectCopy === undefined) {
+      this.indirectCopy = new Uint8Array(this.size * PACKED_DESC_SIZE);
+      this.indirectView = new DataView(this.indirectCopy.buffer);
+    }
     try {
-      this.memory.read(address, copy);
+      this.memory.read(
+        address,
+        length === this.indirectCopy.length ? this.indirectCopy : this.indirectCopy.subarray(0, length),
+      );
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
       this.fail(
@@ -311,7 +376,9 @@ export class PackedQueue implements Virtqueue {
         error,
       );
     }
-    const table = new DataView(copy.buffer);
+    const table = this.indirectView!;
+    const fields = chain.fields;
+    let n = 0;
     let readable = 0;
     let writable = 0;
     for (let i = 0; i < count; i++) {
@@ -321,24 +388,35 @@ export class PackedQueue implements Virtqueue {
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         this.fail('nested-indirect', 'VIRTQ_DESC_F_INDIRECT inside an indirect table (spec 2.8.19)');
       }
-      if (flags & VIRTQ_DESC_F_WRITE) {
+      const writableDescriptor = flags & VIRTQ_DESC_F_WRITE ? 1 : 0;
+      if (writableDescriptor) {
         writable += size;
-        fields.push(table.getUint32(offset, true), table.getUint32(offset + 4, true), size, 1);
       } else {
-        if (writable !== 0 || (i > 0 && fields[fields.length - 1] === 1)) {
+        if (writable !== 0 || (n > 0 && fields[n - 1] === 1)) {
           this.fail(
             'readable-after-writable',
             `indirect descriptor ${i} is device-readable after a device-writable one (spec 2.8.17)`,
           );
         }
         readable += size;
-        fields.push(table.getUint32(offset, true), table.getUint32(offset + 4, true), size, 0);
       }
+      fields[n] = table.getUint32(offset, true);
+      fields[n + 1] = table.getUint32(offset + 4, true);
+      fields[n + 2] = size;
+      fields[n + 3] = writableDescriptor;
+      n += 4;
       if (readable + writable > MAX_CHAIN_BYTES) {
-        this.fail('chain-length-overflow', `indirect table holds 2^32 bytes or more (spec 2.8.4)`);
+        this.fail('chain-length-overflow', 'indirect table holds 2^32 bytes or more (spec 2.8.4)');
       }
     }
-    return [readable, writable];
+    chain.count = n >> 2;
+    chain.readableLength = readable;
+    chain.writableLength = writable;
+  }
+
+  /** Gives a completed (or given-back) chain object to the queue to reuse; see `DescriptorChain`. */
+  recycle(chain: DescriptorChain): void {
+    this.pool.give(chain);
   }
 
   addUsed(chain: DescriptorChain, length: number): void {

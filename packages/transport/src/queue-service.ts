@@ -23,6 +23,8 @@ export interface ServiceResult {
  * fault on a buffer (read-only grant, revoked grant) completes that chain with length 0;
  * a corrupted ring is reported through `context.fail` (NEEDS_RESET), never thrown.
  * Notifications are re-enabled and re-checked before returning, so no kick is lost.
+ * Once the handler returns, the chain belongs to the queue again (it may be reused by a later
+ * `pop`): a handler that needs the chain later returns `'defer'` or serves it itself.
  */
 export function serviceQueue(
   context: DeviceContext,
@@ -52,10 +54,13 @@ export function serviceQueue(
         }
         if (length === 'defer') {
           queue.undoPop();
+          queue.recycle?.(chain);
           result.deferred = true;
           break;
         }
         queue.addUsed(chain, length);
+        // The handler returned: the chain is complete and the queue may reuse the object.
+        queue.recycle?.(chain);
         result.completed++;
         if (result.completed >= budget) break;
         chain = queue.pop();

@@ -1,5 +1,5 @@
 import { type GuestMemory, GuestMemoryError } from '@xvio/grant-pool';
-import { DescriptorChain } from './descriptor-chain.js';
+import { ChainPool, type DescriptorChain } from './descriptor-chain.js';
 import {
   AVAIL_ALIGN,
   AVAIL_FLAGS,
@@ -90,6 +90,9 @@ export class SplitQueue implements Virtqueue {
   /** Used index including staged elements, modulo 2^16. */
   private nextUsed: number;
   private staged = 0;
+  private readonly pool: ChainPool;
+  private indirectCopy: Uint8Array | undefined;
+  private indirectView: DataView | undefined;
   /** Used index when the driver was last considered for an interrupt. */
   private signalledUsed: number | undefined;
 
@@ -102,6 +105,7 @@ export class SplitQueue implements Virtqueue {
     const size = config.size;
     this.size = size;
     this.mask = size - 1;
+    this.pool = new ChainPool(size);
     this.eventIdx = config.eventIdx;
     this.indirect = config.indirect;
     this.usedEventOffset = availUsedEventOffset(size);
@@ -160,9 +164,36 @@ export class SplitQueue implements Virtqueue {
     if (this.availIdx === this.nextAvail && this.refreshAvailIdx() === this.nextAvail) return undefined;
     const head = this.avail.getUint16(AVAIL_RING + 2 * (this.nextAvail & this.mask), true);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
-    const chain = this.readChain(head);
+    const chain = head < this.size ? this.readSingle(head) : undefined;
     this.stats.popped++;
-    return chain;
+    return chain ?? this.readChain(head);
+  }
+
+  /**
+   * The common case, a chain of one direct descriptor, without the general walk. It reads
+   * each field once; when the flags say NEXT or INDIRECT it returns undefined and
+   * `readChain` walks the chain from scratch (its own reads are what it validates and uses).
+   * One descriptor trivially satisfies 2.7.5: length < 2^32, no loop, no order to break.
+   */
+  private readSingle(head: number): DescriptorChain | undefined {
+    const desc = this.desc;
+    const offset = head * DESC_SIZE;
+    const flags = desc.getUint16(offset + 12, true);
+    if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) !== 0) return undefined;
+    const chain = this.pool.take();
+    const fields = chain.fields;
+    const length = desc.getUint32(offset + 8, true);
+    const writable = flags & VIRTQ_DESC_F_WRITE ? 1 : 0;
+    fields[0] = desc.getUint32(offset, true);
+    fields[1] = desc.getUint32(offset + 4, true);
+    fields[2] = length;
+    fields[3] = writable;
+    chain.head = head;
+    chain.count = 1;
+    chain.readableLength = writable ? 0 : length;
+    chain.writableLength = writable ? length : 0;
+    chain.ringSlots = 1;
+    return chain as unknown as DescriptorChain;
   }
 
   undoPop(): void {
@@ -177,7 +208,9 @@ export class SplitQueue implements Virtqueue {
   private readChain(head: number): DescriptorChain {
     const size = this.size;
     if (head >= size) this.fail('descriptor-out-of-range', `head ${head} >= queue size ${size} (spec 2.7.5)`);
-    const fields: number[] = [];
+    const chain = this.pool.take();
+    const fields = chain.fields;
+    let n = 0;
     let table = this.desc;
     let tableSize = size;
     let index = head;
@@ -230,16 +263,24 @@ export class SplitQueue implements Virtqueue {
         );
       if (flags & VIRTQ_DESC_F_WRITE) {
         writable += length;
-        fields.push(addressLow, addressHigh, length, 1);
+        fields[n] = addressLow;
+        fields[n + 1] = addressHigh;
+        fields[n + 2] = length;
+        fields[n + 3] = 1;
+        n += 4;
       } else {
-        if (writable !== 0 || (count > 1 && fields[fields.length - 1] === 1)) {
+        if (writable !== 0 || (n > 0 && fields[n - 1] === 1)) {
           this.fail(
             'readable-after-writable',
             `descriptor ${index} is device-readable after a device-writable one (spec 2.7.4.2)`,
           );
         }
         readable += length;
-        fields.push(addressLow, addressHigh, length, 0);
+        fields[n] = addressLow;
+        fields[n + 1] = addressHigh;
+        fields[n + 2] = length;
+        fields[n + 3] = 0;
+        n += 4;
       }
       if (readable + writable > MAX_CHAIN_BYTES) {
         this.fail('chain-length-overflow', `chain from head ${head} holds 2^32 bytes or more (spec 2.7.5)`);
@@ -249,15 +290,31 @@ export class SplitQueue implements Virtqueue {
         this.fail('descriptor-out-of-range', `next ${next} >= table size ${tableSize} (spec 2.7.5)`);
       index = next;
     }
-    return new DescriptorChain(head, fields, readable, writable, 1);
+    chain.head = head;
+    chain.count = n >> 2;
+    chain.readableLength = readable;
+    chain.writableLength = writable;
+    chain.ringSlots = 1;
+    return chain as unknown as DescriptorChain;
   }
 
-  /** Copies an indirect table out of guest memory once, then walks the copy. */
+  /**
+   * Copies an indirect table out of guest memory once (into a buffer the queue reuses: the
+   * walk that follows copies every descriptor into the chain), then walks the copy.
+   */
   private readIndirectTable(high: number, low: number, length: number): DataView {
-    const address = (BigInt(high) << 32n) | BigInt(low);
-    const copy = new Uint8Array(length);
+    const address =
+      high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low);
+    if (this.indirectCopy === undefined) {
+      // The chain-too-long check bounds any table by the queue size.
+      this.indirectCopy = new Uint8Array(this.size * DESC_SIZE);
+      this.indirectView = new DataView(this.indirectCopy.buffer);
+    }
     try {
-      this.memory.read(address, copy);
+      this.memory.read(
+        address,
+        length === this.indirectCopy.length ? this.indirectCopy : this.indirectCopy.subarray(0, length),
+      );
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
       this.fail(
@@ -266,7 +323,12 @@ export class SplitQueue implements Virtqueue {
         error,
       );
     }
-    return new DataView(copy.buffer);
+    return this.indirectView!;
+  }
+
+  /** Gives a completed (or given-back) chain object to the queue to reuse; see `DescriptorChain`. */
+  recycle(chain: DescriptorChain): void {
+    this.pool.give(chain);
   }
 
   addUsed(chain: DescriptorChain, length: number): void {

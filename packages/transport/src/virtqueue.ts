@@ -44,6 +44,12 @@ export interface Virtqueue {
   hasAvailable(): boolean;
   /** Stages a used element; nothing is visible to the driver until `publishUsed`. */
   addUsed(chain: DescriptorChain, length: number): void;
+  /**
+   * Optional: gives a chain the device is done with (completed with `addUsed`, or given back
+   * with `undoPop`) to the queue to reuse for a later `pop`, sparing an allocation per chain.
+   * The device must not touch the chain afterwards. `serviceQueue` calls it.
+   */
+  recycle?(chain: DescriptorChain): void;
   /** Makes staged used elements visible: one release fence, one index store. Returns how many. */
   publishUsed(): number;
   /** Whether the driver wants an interrupt for what was published since the last notification. */
