@@ -4,12 +4,14 @@ import { devicesCommand } from './devices-command.js';
 import { doctorCommand } from './doctor-command.js';
 import { newDeviceCommand } from './new-device-command.js';
 import { runCommand } from './run-command.js';
+import { vhostUserCommand } from './vhost-user-command.js';
 import { xenstoredCommand } from './xenstored-command.js';
 
 /** Every command of the workspace CLI, in help order. */
 export const ALL_COMMANDS: readonly CommandModule[] = [
   demoCommand,
   runCommand,
+  vhostUserCommand,
   devicesCommand,
   newDeviceCommand,
   xenstoredCommand,

@@ -42,12 +42,12 @@ export function schemaAt(schema: Schema, path: Path): Schema | undefined {
   return current;
 }
 
-/** `domains[0].devices[1].type` from a zod path. */
+/** `domains[0].devices[1].type` from a zod path; a prefix ending in a space is a flag (`--set queueSize`). */
 export function formatPath(path: Path, prefix = ''): string {
   let out = prefix;
   for (const key of path) {
     if (typeof key === 'number') out += `[${key}]`;
-    else out += out.length === 0 ? String(key) : `.${String(key)}`;
+    else out += out.length === 0 || out.endsWith(' ') ? String(key) : `.${String(key)}`;
   }
   return out.length === 0 ? '(top level)' : out;
 }
@@ -80,6 +80,25 @@ const expectedNames: Record<string, string> = {
   boolean: 'true or false',
 };
 
+function withoutInput(issue: z.core.$ZodIssue, path: string): string {
+  switch (issue.code) {
+    case 'invalid_value':
+      return `${path}: allowed values: ${issue.values.map((v) => String(v)).join(', ')}`;
+    case 'too_small':
+      return issue.origin === 'array'
+        ? `${path}: needs at least ${issue.minimum} entries`
+        : `${path}: must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum}`;
+    case 'too_big':
+      return issue.origin === 'array'
+        ? `${path}: allows at most ${issue.maximum} entries`
+        : `${path}: must be ${issue.inclusive ? '<=' : '<'} ${issue.maximum}`;
+    case 'unrecognized_keys':
+      return `${path}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
+    default:
+      return `${path}: ${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)}`;
+  }
+}
+
 /**
  * One line per zod issue, naming the field path and what is allowed: every configuration
  * error the CLI reports reads `<path>: <what is wrong>; <what is allowed>`.
@@ -89,6 +108,11 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], schema?: Schem
   for (const issue of issues) {
     const path = formatPath(issue.path, prefix);
     const input = (issue as { input?: unknown }).input;
+    if (!('input' in issue)) {
+      // The schema's owner parsed without reportInput: say what is allowed, not what was given.
+      lines.push(withoutInput(issue, path));
+      continue;
+    }
     switch (issue.code) {
       case 'invalid_value':
         if (input === undefined) {

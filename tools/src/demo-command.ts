@@ -15,7 +15,7 @@ import {
   rngWorkloads,
 } from './demo-workloads.js';
 import { type DeviceName, parseDeviceList } from './device-registry.js';
-import { serveMetrics, XvioMetrics } from './metrics-registry.js';
+import { controllerSource, serveMetrics, XvioMetrics } from './metrics-registry.js';
 import { parseIntegerOption } from './run-command.js';
 
 const DEMO_DEVICES: readonly DeviceName[] = ['console', 'rng', 'net'];
@@ -214,8 +214,8 @@ export const demoCommand: CommandModule = {
       .option('--no-live', 'no live counters, only the summary')
       .option(
         '--metrics-port <port>',
-        'serve Prometheus metrics on 127.0.0.1:PORT',
-        parseIntegerOption('--metrics-port', 1, 65535),
+        'serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)',
+        parseIntegerOption('--metrics-port', 0, 65535),
       )
       .action(async (options: DemoOptions) => {
         const { context, log, shutdown } = runtime();
@@ -247,7 +247,7 @@ export const demoCommand: CommandModule = {
             }
             let device: VirtioDevice;
             try {
-              device = await loaded.create(deviceConfig(kind, guest.name, index));
+              device = loaded.create(deviceConfig(kind, guest.name, index));
             } catch (error) {
               throw new CliError(
                 'device-unavailable',
@@ -268,7 +268,7 @@ export const demoCommand: CommandModule = {
               sent: workloads.sent,
               started: false,
             });
-            metrics.add({ domain: guest.name, controller: driver.controller });
+            metrics.add(controllerSource(guest.name, driver.controller));
             deviceLog.debug({ over: guest.over }, 'device created');
           }
         }

@@ -18,7 +18,7 @@ describe('device registry', () => {
     });
     expect(registry.names).toEqual(['rng']);
     const loaded = await registry.load('rng');
-    expect(await loaded.create({ source: 'x' })).toBe(fakeDevice);
+    expect(loaded.create({ source: 'x' })).toBe(fakeDevice);
     expect(seen).toEqual([{ source: 'x' }]);
   });
 

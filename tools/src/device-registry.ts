@@ -1,5 +1,7 @@
 import type { VirtioDevice } from '@xvio/transport';
+import type { z } from 'zod';
 import { CliError, describeError } from './cli-errors.js';
+import { formatIssues } from './config-errors.js';
 
 /** The device packages the CLI knows how to compose. */
 export const DEVICE_NAMES = ['console', 'rng', 'net', 'gpu', 'template'] as const;
@@ -49,13 +51,19 @@ export function deviceEntryByType(deviceType: number): DeviceEntry | undefined {
 }
 
 /** A device factory as the device packages export it: config in, device out (config validated by the package). */
-export type DeviceFactory = (config?: unknown) => VirtioDevice | Promise<VirtioDevice>;
+export type DeviceFactory = (config?: unknown) => VirtioDevice;
 
 export interface LoadedDevice {
   readonly entry: DeviceEntry;
   /** The package's whole module, for optional extras (hosts, schemas). */
   readonly module: Readonly<Record<string, unknown>>;
-  create(config?: unknown): Promise<VirtioDevice>;
+  /**
+   * Builds a device. The package validates `config`; its errors come back as one
+   * `invalid-config` CliError naming each field under `where` (e.g. `domains[0].devices[1].options`).
+   */
+  create(config?: unknown, where?: string): VirtioDevice;
+  /** Validates options with the package's exported `<name>ConfigSchema` without building anything; false when it has none. */
+  validate(config: unknown, where?: string): boolean;
 }
 
 /** How device packages are reached: dynamic imports in the workspace, static ones in a composed backend. */
@@ -113,8 +121,60 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
   return {
     entry,
     module,
-    create: async (config) => (factory as DeviceFactory)(config),
+    validate: (config, where) => {
+      const schema = module[`${name}ConfigSchema`] as
+        | { safeParse?: (input: unknown, params?: { reportInput?: boolean }) => unknown }
+        | undefined;
+      if (typeof schema?.safeParse !== 'function') return false;
+      const result = schema.safeParse(config ?? {}, { reportInput: true }) as {
+        success: boolean;
+        error?: unknown;
+      };
+      if (!result.success) {
+        throw optionsError(name, zodIssues(result.error) ?? [], where, result.error, schema as z.ZodType);
+      }
+      return true;
+    },
+    create: (config, where) => {
+      try {
+        const device = (factory as DeviceFactory)(config);
+        if (typeof (device as unknown as { then?: unknown }).then === 'function') {
+          throw new CliError(
+            'device-unavailable',
+            `device ${name}: ${entry.factory}() must return the device, not a promise`,
+          );
+        }
+        return device;
+      } catch (error) {
+        const issues = zodIssues(error);
+        if (!issues) throw error;
+        throw optionsError(name, issues, where, error);
+      }
+    },
   };
+}
+
+function optionsError(
+  name: DeviceName,
+  issues: z.core.$ZodIssue[],
+  where: string | undefined,
+  cause: unknown,
+  schema?: z.ZodType,
+) {
+  const lines = formatIssues(issues, schema, where ?? '');
+  return new CliError('invalid-config', `invalid options for device ${name}:\n  ${lines.join('\n  ')}`, {
+    cause,
+  });
+}
+
+/** zod's issues, from a ZodError or a package's config error that keeps it as `cause`. */
+function zodIssues(error: unknown): z.core.$ZodIssue[] | undefined {
+  for (let current = error, depth = 0; current !== undefined && depth < 3; depth++) {
+    const issues = (current as { issues?: unknown }).issues;
+    if (Array.isArray(issues)) return issues as z.core.$ZodIssue[];
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 type Constructor = new (...args: unknown[]) => VirtioDevice;

@@ -1,7 +1,7 @@
 import { createTestMemory } from '@xvio/grant-pool';
 import { DeviceController, type VirtioDevice } from '@xvio/transport';
 import { describe, expect, it } from 'vitest';
-import { serveMetrics, snakeCase, XvioMetrics } from './metrics-registry.js';
+import { controllerSource, serveMetrics, snakeCase, XvioMetrics } from './metrics-registry.js';
 
 function stubDevice(counters: Record<string, number>): VirtioDevice {
   return {
@@ -28,7 +28,7 @@ describe('metrics', () => {
       hooks: { interruptQueue: () => undefined, interruptConfig: () => undefined },
     });
     const metrics = new XvioMetrics();
-    metrics.add({ domain: 'guest1', controller });
+    metrics.add(controllerSource('guest1', controller));
     controller.needsReset(new Error('bad ring'));
     memory.read(0n, new Uint8Array(16));
     counters.rateLimitedWaits = 5;

@@ -1,16 +1,44 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { GuestMemory } from '@xvio/grant-pool';
-import type { DeviceController } from '@xvio/transport';
+import type { DeviceController, VirtioDevice, Virtqueue, VirtqueueStats } from '@xvio/transport';
 import { Counter, Gauge, Registry } from 'prom-client';
 
-/** One served device as metrics see it: who it serves, its controller, its memory. */
+/** Device health counters every transport can report (DeviceController keeps all of them). */
+export interface HealthCounters {
+  faults: number;
+  needsReset: number;
+  resets?: number;
+  activations?: number;
+  ignoredKicks?: number;
+}
+
+/**
+ * One served device as metrics see it, read at scrape time. Getters, because a transport
+ * replaces the device, its queues and its memory on every connection or reset.
+ */
 export interface MetricSource {
   /** The guest: a domain ID or a name (`guest1`, `vhost-user:/run/rng.sock`). */
   readonly domain: string;
-  readonly controller: DeviceController;
-  /** The memory the device reaches the guest through (the controller's, unless replaced). */
-  readonly memory?: GuestMemory;
+  device(): VirtioDevice | undefined;
+  queues(): readonly (Virtqueue | undefined)[];
+  memory(): GuestMemory | undefined;
+  health(): HealthCounters;
+  status?(): number;
+  /** The transport's own counters (vhost-user messages, kicks, ...). */
+  transport?(): Readonly<Record<string, number>>;
+}
+
+/** A device behind a DeviceController (MMIO, PCI, XenBus and the demo's in-process driver). */
+export function controllerSource(domain: string, controller: DeviceController): MetricSource {
+  return {
+    domain,
+    device: () => controller.device,
+    queues: () => Array.from({ length: controller.queueCount }, (_, index) => controller.runningQueue(index)),
+    memory: () => controller.memory,
+    health: () => controller.metrics,
+    status: () => controller.status,
+  };
 }
 
 type Labels = Record<string, string>;
@@ -36,10 +64,13 @@ export class XvioMetrics {
 
   constructor() {
     const sources = () => [...this.sources];
-    const deviceLabels = (source: MetricSource): Labels => ({
-      domain: source.domain,
-      device: source.controller.device.name,
-    });
+    const live = () =>
+      sources().flatMap((source) => {
+        const device = source.device();
+        return device
+          ? [{ source, device, labels: { domain: source.domain, device: device.name } as Labels }]
+          : [];
+      });
     const counter = (
       name: string,
       help: string,
@@ -59,19 +90,17 @@ export class XvioMetrics {
         },
       });
     const perQueue =
-      (read: (stats: NonNullable<ReturnType<DeviceController['runningQueue']>>['stats']) => number) =>
-      (add: (labels: Labels, value: number) => void) => {
-        for (const source of sources()) {
-          for (let index = 0; index < source.controller.queueCount; index++) {
-            const queue = source.controller.runningQueue(index);
-            if (queue) add({ ...deviceLabels(source), queue: String(index) }, read(queue.stats));
+      (read: (stats: VirtqueueStats) => number) => (add: (labels: Labels, value: number) => void) => {
+        for (const { source, labels } of live()) {
+          for (const [index, queue] of source.queues().entries()) {
+            if (queue) add({ ...labels, queue: String(index) }, read(queue.stats));
           }
         }
       };
     const queueLabels = ['domain', 'device', 'queue'];
     counter(
       'xvio_queue_requests_total',
-      'chains completed (used elements published)',
+      'chains completed (used elements)',
       queueLabels,
       perQueue((s) => s.used),
     );
@@ -94,46 +123,39 @@ export class XvioMetrics {
       perQueue((s) => s.notificationsSuppressed),
     );
     const deviceNames = ['domain', 'device'];
-    const perController =
-      (key: keyof DeviceController['metrics']) => (add: (labels: Labels, value: number) => void) => {
-        for (const source of sources()) add(deviceLabels(source), source.controller.metrics[key]);
-      };
+    const perHealth = (key: keyof HealthCounters) => (add: (labels: Labels, value: number) => void) => {
+      for (const { source, labels } of live()) add(labels, source.health()[key] ?? 0);
+    };
     counter(
       'xvio_device_faults_total',
       'guest faults that broke a ring or the device',
       deviceNames,
-      perController('faults'),
+      perHealth('faults'),
     );
     counter(
       'xvio_device_needs_reset_total',
       'times the device entered DEVICE_NEEDS_RESET',
       deviceNames,
-      perController('needsReset'),
+      perHealth('needsReset'),
     );
-    counter(
-      'xvio_device_resets_total',
-      'device resets by the driver or the backend',
-      deviceNames,
-      perController('resets'),
-    );
+    counter('xvio_device_resets_total', 'device resets', deviceNames, perHealth('resets'));
     counter(
       'xvio_device_activations_total',
-      'times the driver set DRIVER_OK',
+      'times the driver started the device',
       deviceNames,
-      perController('activations'),
+      perHealth('activations'),
     );
     counter(
       'xvio_device_ignored_kicks_total',
       'kicks for a queue that was not running',
       deviceNames,
-      perController('ignoredKicks'),
+      perHealth('ignoredKicks'),
     );
-    const memoryOf = (source: MetricSource) => source.memory ?? source.controller.memory;
     const memoryCounter = (name: string, help: string, key: 'maps' | 'unmaps' | 'copies' | 'faults') =>
       counter(name, help, ['domain', 'device', 'strategy'], (add) => {
-        for (const source of sources()) {
-          const memory = memoryOf(source);
-          add({ ...deviceLabels(source), strategy: memory.kind }, memory.counters[key]);
+        for (const { source, labels } of live()) {
+          const memory = source.memory();
+          if (memory) add({ ...labels, strategy: memory.kind }, memory.counters[key]);
         }
       });
     memoryCounter('xvio_memory_maps_total', 'guest ranges mapped', 'maps');
@@ -149,49 +171,70 @@ export class XvioMetrics {
       'bytes the device read from or wrote to guest buffers',
       ['domain', 'device', 'strategy', 'direction'],
       (add) => {
-        for (const source of sources()) {
-          const memory = memoryOf(source);
-          const labels = { ...deviceLabels(source), strategy: memory.kind };
-          add({ ...labels, direction: 'read' }, memory.counters.bytesRead);
-          add({ ...labels, direction: 'write' }, memory.counters.bytesWritten);
+        for (const { source, labels } of live()) {
+          const memory = source.memory();
+          if (!memory) continue;
+          add({ ...labels, strategy: memory.kind, direction: 'read' }, memory.counters.bytesRead);
+          add({ ...labels, strategy: memory.kind, direction: 'write' }, memory.counters.bytesWritten);
         }
       },
     );
-    // Strategy-specific counters (pool hits, grant batches, ...) and device counters are open
-    // sets: one gauge each with the counter's name as a label keeps the metric names fixed.
-    new Gauge({
-      name: 'xvio_memory_strategy_counter',
-      help: 'counters specific to a memory strategy (e.g. persistent pool hits)',
-      labelNames: ['domain', 'device', 'strategy', 'counter'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const source of sources()) {
-          const memory = memoryOf(source);
-          for (const [key, value] of Object.entries(memory.counters as unknown as Record<string, unknown>)) {
-            if (STANDARD_MEMORY_COUNTERS.has(key) || typeof value !== 'number') continue;
-            this.set({ ...deviceLabels(source), strategy: memory.kind, counter: snakeCase(key) }, value);
-          }
-        }
-      },
-    });
-    new Gauge({
-      name: 'xvio_device_counter',
-      help: "the device's own counters (requests, bytes, drops...) from device.metrics()",
-      labelNames: ['domain', 'device', 'counter'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const source of sources()) {
-          const values = source.controller.device.metrics?.() ?? {};
-          for (const [key, value] of Object.entries(values)) {
-            if (typeof value === 'number' && Number.isFinite(value)) {
-              this.set({ ...deviceLabels(source), counter: snakeCase(key) }, value);
+    // Strategy, device and transport counters are open sets: one gauge each, with the
+    // counter's name as a label, keeps the metric names fixed.
+    const openSet = (
+      name: string,
+      help: string,
+      extraLabel: string | undefined,
+      read: (
+        entry: ReturnType<typeof live>[number],
+      ) => [Labels, Readonly<Record<string, unknown>>] | undefined,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['domain', 'device', ...(extraLabel ? [extraLabel] : []), 'counter'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const entry of live()) {
+            const found = read(entry);
+            if (!found) continue;
+            const [labels, values] = found;
+            for (const [key, value] of Object.entries(values)) {
+              if (
+                typeof value === 'number' &&
+                Number.isFinite(value) &&
+                !(extraLabel === 'strategy' && STANDARD_MEMORY_COUNTERS.has(key))
+              ) {
+                this.set({ ...labels, counter: snakeCase(key) }, value);
+              }
             }
           }
-        }
+        },
+      });
+    openSet(
+      'xvio_memory_strategy_counter',
+      'counters specific to a memory strategy (e.g. persistent pool hits)',
+      'strategy',
+      ({ source, labels }) => {
+        const memory = source.memory();
+        return memory
+          ? [{ ...labels, strategy: memory.kind }, memory.counters as unknown as Record<string, unknown>]
+          : undefined;
       },
-    });
+    );
+    openSet(
+      'xvio_device_counter',
+      "the device's own counters (device.metrics())",
+      undefined,
+      ({ device, labels }) => [labels, device.metrics?.() ?? {}],
+    );
+    openSet(
+      'xvio_transport_counter',
+      "the transport's counters (vhost-user messages, kicks, calls...)",
+      undefined,
+      ({ source, labels }) => (source.transport ? [labels, source.transport()] : undefined),
+    );
     new Gauge({
       name: 'xvio_device_status',
       help: 'the device status byte (virtio spec 2.1)',
@@ -199,7 +242,9 @@ export class XvioMetrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const source of sources()) this.set(deviceLabels(source), source.controller.status);
+        for (const { source, labels } of live()) {
+          if (source.status) this.set(labels, source.status());
+        }
       },
     });
   }

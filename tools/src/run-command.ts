@@ -62,8 +62,8 @@ export const runCommand: CommandModule = {
       )
       .option(
         '--metrics-port <port>',
-        'serve Prometheus metrics on 127.0.0.1:PORT',
-        parseIntegerOption('--metrics-port', 1, 65535),
+        'serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)',
+        parseIntegerOption('--metrics-port', 0, 65535),
       )
       .option('--check', 'validate the configuration, print the plan and exit')
       .addOption(new Option('--host-root <dir>', 'inspect a host tree mounted elsewhere').hideHelp())
