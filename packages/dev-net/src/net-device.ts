@@ -177,6 +177,9 @@ interface RunState {
   readonly txScheduled: boolean[];
   /** Per queue pair: receive chains popped but not used yet (bounded by the queue size). */
   readonly heldRx: DescriptorChain[][];
+  /** Scratch for transmit headers: hosts use a frame only during `send`, so one is enough. */
+  readonly txHeaderBytes: Uint8Array;
+  readonly txHeader: NetHeader;
   rxWaiting: boolean;
 }
 
@@ -296,6 +299,8 @@ export class NetDevice implements VirtioDevice {
       txBlocked: new Array<boolean>(pairs).fill(false),
       txScheduled: new Array<boolean>(pairs).fill(false),
       heldRx: Array.from({ length: pairs }, () => []),
+      txHeaderBytes: new Uint8Array(netHeaderLength(features)),
+      txHeader: emptyNetHeader(),
       rxWaiting: false,
     };
     this.host.attach(endpoint);
@@ -395,7 +400,9 @@ export class NetDevice implements VirtioDevice {
         metrics.txDroppedBadHeader++;
         return 0;
       }
-      const header = decodeNetHeader(reader.readExact(headerLength)!);
+      // Copy the header out of guest memory once (it is validated, then used: no double fetch).
+      reader.read(run.txHeaderBytes);
+      const header = decodeNetHeader(run.txHeaderBytes, run.txHeader);
       const length = reader.remaining;
       const segments = reader.views(length);
       const frame: NetFrame = { header, segments, length };
@@ -622,62 +629,121 @@ export class NetDevice implements VirtioDevice {
       run.context.fail(error);
       return 'dropped';
     }
-    const ios: ChainIo[] = [];
-    const views: Uint8Array[] = [];
-    const used: number[] = [];
-    try {
-      let remaining = total;
-      for (const chain of chains) {
-        const io = openChain(run.context.memory, chain);
-        ios.push(io);
-        const n = Math.min(remaining, chain.writableLength);
-        for (const view of io.writer.views(n)) views.push(view);
-        used.push(n);
-        remaining -= n;
+    if (chains.length === 1) {
+      // The common case (every frame without MRG_RXBUF, small frames with it): one chain.
+      const chain = chains[0]!;
+      const io = openChain(run.context.memory, chain);
+      try {
+        const views = io.writer.views(total);
+        this.fillReceive(
+          views,
+          header,
+          headerLength,
+          1,
+          segments,
+          length,
+          total,
+          fillChecksum,
+          checksumHeader,
+        );
+      } catch (error) {
+        io.close();
+        return this.receiveFault(run, queue, rxIndex, chains, error);
       }
-      encodeNetHeader(header, this.headerScratch, headerLength, chains.length);
-      let offset = scatter(views, 0, this.headerScratch, headerLength);
-      for (const segment of segments) {
-        if (offset - headerLength >= length) break;
-        offset = scatter(views, offset, segment, Math.min(segment.length, total - offset));
-      }
-      if (fillChecksum) {
-        const value = completeChecksum(segments, length, checksumHeader.csumStart, checksumHeader.csumOffset);
-        if (value !== undefined) {
-          writeUint16Scattered(
-            views,
-            headerLength + checksumHeader.csumStart + checksumHeader.csumOffset,
-            value,
-          );
-          metrics.checksumsFilled++;
+      queue.addUsed(chain, io.close());
+    } else {
+      const ios: ChainIo[] = [];
+      const views: Uint8Array[] = [];
+      const used: number[] = [];
+      try {
+        let remaining = total;
+        for (const chain of chains) {
+          const io = openChain(run.context.memory, chain);
+          ios.push(io);
+          const n = Math.min(remaining, chain.writableLength);
+          for (const view of io.writer.views(n)) views.push(view);
+          used.push(n);
+          remaining -= n;
         }
+        this.fillReceive(
+          views,
+          header,
+          headerLength,
+          chains.length,
+          segments,
+          length,
+          total,
+          fillChecksum,
+          checksumHeader,
+        );
+      } catch (error) {
+        for (const io of ios) io.close();
+        return this.receiveFault(run, queue, rxIndex, chains, error);
       }
-    } catch (error) {
-      for (const io of ios) io.close();
-      if (
-        GuestMemoryError.isInstance(error) &&
-        error.isGuestFault &&
-        error.code !== 'unmapped' &&
-        error.code !== 'invalid-range'
-      ) {
-        // A receive buffer the guest made unwritable: give the chains back empty.
-        for (const chain of chains) queue.addUsed(chain, 0);
-        this.markDirty(run, rxIndex);
-        metrics.rxDroppedStopped++;
-        return 'dropped';
+      for (let i = 0; i < chains.length; i++) {
+        ios[i]!.close();
+        queue.addUsed(chains[i]!, used[i]!);
       }
-      run.context.fail(error);
-      return 'dropped';
-    }
-    for (let i = 0; i < chains.length; i++) {
-      ios[i]!.close();
-      queue.addUsed(chains[i]!, used[i]!);
     }
     this.capture?.record(segments, length);
     metrics.rxFrames++;
     metrics.rxBytes += length;
     this.markDirty(run, rxIndex);
     return 'delivered';
+  }
+
+  /** Writes header and frame into the receive views: the one copy of the data path. */
+  private fillReceive(
+    views: readonly Uint8Array[],
+    header: NetHeader,
+    headerLength: number,
+    numBuffers: number,
+    segments: readonly Uint8Array[],
+    length: number,
+    total: number,
+    fillChecksum: boolean,
+    checksumHeader: NetHeader,
+  ): void {
+    encodeNetHeader(header, this.headerScratch, headerLength, numBuffers);
+    let offset = scatter(views, 0, this.headerScratch, headerLength);
+    for (const segment of segments) {
+      if (offset >= total) break;
+      offset = scatter(views, offset, segment, Math.min(segment.length, total - offset));
+    }
+    if (fillChecksum) {
+      const value = completeChecksum(segments, length, checksumHeader.csumStart, checksumHeader.csumOffset);
+      if (value !== undefined) {
+        writeUint16Scattered(
+          views,
+          headerLength + checksumHeader.csumStart + checksumHeader.csumOffset,
+          value,
+        );
+        this.metricsValues.checksumsFilled++;
+      }
+    }
+  }
+
+  /** A receive buffer that faulted: a guest fault completes its chains empty, anything else is ring corruption. */
+  private receiveFault(
+    run: RunState,
+    queue: Virtqueue,
+    rxIndex: number,
+    chains: readonly DescriptorChain[],
+    error: unknown,
+  ): ReceiveResult {
+    if (
+      GuestMemoryError.isInstance(error) &&
+      error.isGuestFault &&
+      error.code !== 'unmapped' &&
+      error.code !== 'invalid-range'
+    ) {
+      for (const chain of chains) queue.addUsed(chain, 0);
+      this.markDirty(run, rxIndex);
+      this.metricsValues.rxDroppedStopped++;
+      return 'dropped';
+    }
+    run.context.fail(error);
+    return 'dropped';
   }
 
   /** Used elements of a receive queue are published once per turn, with at most one interrupt. */
