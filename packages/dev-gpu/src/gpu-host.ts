@@ -17,7 +17,8 @@ export interface GpuCursor {
 
 /**
  * Where a gpu device's output goes: a browser viewer, a window, nothing. Calls are
- * synchronous and must not keep references to `frame` beyond the call (copy what is needed).
+ * synchronous. A `frame` reads the resource live: it stays valid until the next
+ * `scanoutChanged` for that scanout, so a host may read damage later than the flush.
  */
 export interface GpuHost {
   /** A scanout was enabled (with its frame) or disabled (`undefined`). */

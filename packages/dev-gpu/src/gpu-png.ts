@@ -53,13 +53,14 @@ export function encodePng(width: number, height: number, rgba: Uint8Array): Uint
   return out;
 }
 
-/** Decodes an 8-bit RGBA, non-interlaced PNG with any row filters (enough for tests and snapshots). */
+/** Decodes an 8-bit RGB or RGBA, non-interlaced PNG with any row filters (enough for tests and screenshots); returns RGBA. */
 export function decodePng(png: Uint8Array): { width: number; height: number; rgba: Uint8Array } {
   for (let i = 0; i < 8; i++) if (png[i] !== SIGNATURE[i]) throw new Error('not a PNG file');
   const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
   let at = 8;
   let width = 0;
   let height = 0;
+  let channels = 4;
   const idat: Uint8Array[] = [];
   while (at + 12 <= png.length) {
     const length = view.getUint32(at);
@@ -68,7 +69,10 @@ export function decodePng(png: Uint8Array): { width: number; height: number; rgb
     if (type === 'IHDR') {
       width = view.getUint32(at + 8);
       height = view.getUint32(at + 12);
-      if (data[8] !== 8 || data[9] !== 6 || data[12] !== 0) throw new Error('only 8-bit RGBA non-interlaced PNG is supported');
+      if (data[8] !== 8 || (data[9] !== 6 && data[9] !== 2) || data[12] !== 0) {
+        throw new Error('only 8-bit RGB or RGBA non-interlaced PNG is supported');
+      }
+      channels = data[9] === 6 ? 4 : 3;
     } else if (type === 'IDAT') {
       idat.push(data);
     } else if (type === 'IEND') {
@@ -77,15 +81,15 @@ export function decodePng(png: Uint8Array): { width: number; height: number; rgb
     at += 12 + length;
   }
   const raw = inflateSync(Buffer.concat(idat));
-  const stride = width * 4;
-  const rgba = new Uint8Array(stride * height);
+  const stride = width * channels;
+  const pixels = new Uint8Array(stride * height);
   for (let y = 0; y < height; y++) {
     const filter = raw[y * (stride + 1)]!;
     const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
     for (let x = 0; x < stride; x++) {
-      const left = x >= 4 ? rgba[y * stride + x - 4]! : 0;
-      const up = y > 0 ? rgba[(y - 1) * stride + x]! : 0;
-      const upLeft = x >= 4 && y > 0 ? rgba[(y - 1) * stride + x - 4]! : 0;
+      const left = x >= channels ? pixels[y * stride + x - channels]! : 0;
+      const up = y > 0 ? pixels[(y - 1) * stride + x]! : 0;
+      const upLeft = x >= channels && y > 0 ? pixels[(y - 1) * stride + x - channels]! : 0;
       let predictor = 0;
       if (filter === 1) predictor = left;
       else if (filter === 2) predictor = up;
@@ -97,8 +101,16 @@ export function decodePng(png: Uint8Array): { width: number; height: number; rgb
         const pc = Math.abs(p - upLeft);
         predictor = pa <= pb && pa <= pc ? left : pb <= pc ? up : upLeft;
       }
-      rgba[y * stride + x] = (line[x]! + predictor) & 0xff;
+      pixels[y * stride + x] = (line[x]! + predictor) & 0xff;
     }
+  }
+  if (channels === 4) return { width, height, rgba: pixels };
+  const rgba = new Uint8Array(width * height * 4);
+  for (let i = 0, o = 0; i < pixels.length; i += 3, o += 4) {
+    rgba[o] = pixels[i]!;
+    rgba[o + 1] = pixels[i + 1]!;
+    rgba[o + 2] = pixels[i + 2]!;
+    rgba[o + 3] = 255;
   }
   return { width, height, rgba };
 }

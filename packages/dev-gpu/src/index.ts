@@ -5,3 +5,4 @@ export { FanOutGpuHost, type GpuCursor, type GpuFrame, type GpuHost, NullGpuHost
 export { GpuMetrics } from './gpu-metrics.js';
 export { decodePng, encodePng } from './gpu-png.js';
 export * from './gpu-wire.js';
+export { GpuViewer, type GpuViewerOptions } from './gpu-viewer.js';
