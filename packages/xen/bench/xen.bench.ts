@@ -127,7 +127,7 @@ async function grantBench(): Promise<Result[]> {
   return [
     { name: 'grant map+unmap, 1 page, untouched', value: round(mapUnmap), unit: 'ns/page', bound },
     { name: 'grant map+read 4 KiB+unmap, 1 page', value: round(mapCopyUnmap), unit: 'ns/page', bound },
-    { name: 'grant map+unmap, batch of 16 consecutive frames', value: round(mapBatch), unit: 'ns/page', bound },
+    { name: 'grant map+unmap, batch of 16 consecutive frames, first page read', value: round(mapBatch), unit: 'ns/page', bound },
     { name: 'grant map+unmap, batch of 16 scattered frames', value: round(mapScattered), unit: 'ns/page', bound },
     { name: 'grant copy 4 KiB, 1 segment', value: round(copy), unit: 'ns/page', bound },
     { name: 'grant copy 4 KiB, batch of 16 segments', value: round(copyBatch), unit: 'ns/page', bound },
