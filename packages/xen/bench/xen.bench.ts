@@ -56,9 +56,13 @@ function write(bench: string, results: Result[], notes: string): void {
   const directory = join(root, 'bench', 'results');
   mkdirSync(directory, { recursive: true });
   const date = new Date().toISOString();
-  writeFileSync(join(directory, `xen-${bench}.json`), `${JSON.stringify({ machine, date, results }, null, 2)}\n`);
+  writeFileSync(
+    join(directory, `xen-${bench}.json`),
+    `${JSON.stringify({ machine, date, results }, null, 2)}\n`,
+  );
   const rows = results.map(
-    (r) => `| ${r.name} | ${r.value} ${r.unit} | ${r.bound ? `${r.bound.name}: ${r.bound.value} ${r.unit}` : ''} |`,
+    (r) =>
+      `| ${r.name} | ${r.value} ${r.unit} | ${r.bound ? `${r.bound.name}: ${r.bound.value} ${r.unit}` : ''} |`,
   );
   writeFileSync(
     join(directory, `xen-${bench}.md`),
@@ -97,7 +101,13 @@ async function grantBench(): Promise<Result[]> {
   const mapScattered = nsPerPage(16, () => {
     dom0.grants.map({ domid: guest.domid, refs: scattered, writable: false }).unmap();
   });
-  const segment = [{ source: { kind: 'grant' as const, domid: guest.domid, ref: refs[0] as number, offset: 0 }, dest: { kind: 'local' as const, bytes: local }, length: PAGE }];
+  const segment = [
+    {
+      source: { kind: 'grant' as const, domid: guest.domid, ref: refs[0] as number, offset: 0 },
+      dest: { kind: 'local' as const, bytes: local },
+      length: PAGE,
+    },
+  ];
   const copy = nsPerPage(1, () => {
     dom0.grants.copy(segment);
   });
@@ -127,8 +137,18 @@ async function grantBench(): Promise<Result[]> {
   return [
     { name: 'grant map+unmap, 1 page, untouched', value: round(mapUnmap), unit: 'ns/page', bound },
     { name: 'grant map+read 4 KiB+unmap, 1 page', value: round(mapCopyUnmap), unit: 'ns/page', bound },
-    { name: 'grant map+unmap, batch of 16 consecutive frames, first page read', value: round(mapBatch), unit: 'ns/page', bound },
-    { name: 'grant map+unmap, batch of 16 scattered frames', value: round(mapScattered), unit: 'ns/page', bound },
+    {
+      name: 'grant map+unmap, batch of 16 consecutive frames, first page read',
+      value: round(mapBatch),
+      unit: 'ns/page',
+      bound,
+    },
+    {
+      name: 'grant map+unmap, batch of 16 scattered frames',
+      value: round(mapScattered),
+      unit: 'ns/page',
+      bound,
+    },
     { name: 'grant copy 4 KiB, 1 segment', value: round(copy), unit: 'ns/page', bound },
     { name: 'grant copy 4 KiB, batch of 16 segments', value: round(copyBatch), unit: 'ns/page', bound },
     { name: 'foreign map+read 4 KiB+unmap, 1 frame', value: round(foreign), unit: 'ns/page', bound },
@@ -169,7 +189,12 @@ async function xenstoredBench(): Promise<Result[]> {
     { name: 'in-process read, 1 in flight', value: Math.round(inProcessRead), unit: 'req/s', bound },
     { name: 'in-process read, 32 in flight', value: Math.round(inProcessPipelined), unit: 'req/s' },
     { name: 'in-process write, 1 in flight', value: Math.round(inProcessWrite), unit: 'req/s', bound },
-    { name: 'in-process transaction (start+write+commit)', value: Math.round(inProcessTransaction), unit: 'tx/s', bound },
+    {
+      name: 'in-process transaction (start+write+commit)',
+      value: Math.round(inProcessTransaction),
+      unit: 'tx/s',
+      bound,
+    },
     { name: 'unix socket read, 1 in flight', value: Math.round(socketRead), unit: 'req/s', bound },
     { name: 'unix socket read, 32 in flight', value: Math.round(socketPipelined), unit: 'req/s', bound },
     { name: 'unix socket write, 1 in flight', value: Math.round(socketWrite), unit: 'req/s', bound },
