@@ -17,7 +17,7 @@ import { VhostUserError } from './vhost-user-errors.js';
 import { createInflightArea, type InflightArea, mapInflightArea } from './vhost-user-inflight.js';
 import { closeFd, EAGAIN, libc } from './vhost-user-libc.js';
 import { checkRegion, mapFdRegion, type XenRegionMapper } from './vhost-user-memory.js';
-import { type Watch, watchReadable } from './vhost-user-poller.js';
+import { type EventFdWatch, watchEventFd } from './vhost-user-poller.js';
 import {
   CONFIG_FLAG_MIGRATION,
   CONFIG_HEADER_SIZE,
@@ -112,9 +112,9 @@ interface Vring {
   /** Next avail index (split) or the packed state as GET/SET_VRING_BASE carry it. */
   base: number;
   address: { desc: bigint; used: bigint; avail: bigint } | undefined;
-  kickFd: number;
   kickSet: boolean;
-  kickWatch: Watch | undefined;
+  /** Owns the kick eventfd while the ring has one. */
+  kickWatch: EventFdWatch | undefined;
   callFd: number;
   errFd: number;
   enabled: boolean;
@@ -144,6 +144,8 @@ export class VhostUserBackend {
   readonly device: VirtioDevice;
   readonly memory: RegionsMemory = createRegionsMemory();
   readonly offeredFeatures: bigint;
+  /** OFFERED_PROTOCOL_FEATURES, without CONFIG for a device that has no config space. */
+  readonly offeredProtocolFeatures: bigint;
   readonly metrics: VhostUserMetrics = {
     messages: 0,
     refused: 0,
@@ -163,7 +165,6 @@ export class VhostUserBackend {
   private context: { abort: AbortController; failed: boolean } | undefined;
   private inflight: InflightArea | undefined;
   private closed = false;
-  private readonly scratch = new Uint8Array(8);
 
   constructor(private readonly options: VhostUserBackendOptions) {
     this.device = options.device;
@@ -178,12 +179,16 @@ export class VhostUserBackend {
         VIRTIO_F_EVENT_IDX |
         VHOST_USER_F_PROTOCOL_FEATURES) &
       ~VIRTIO_F_ACCESS_PLATFORM;
+    // QEMU warns when a backend offers CONFIG to a device model that has no config space.
+    this.offeredProtocolFeatures =
+      this.device.configSize > 0
+        ? OFFERED_PROTOCOL_FEATURES
+        : OFFERED_PROTOCOL_FEATURES & ~ProtocolFeature.CONFIG;
     this.vrings = this.device.queueMaxSizes.map((max, index) => ({
       index,
       num: Math.min(max, MAX_QUEUE_SIZE),
       base: 0,
       address: undefined,
-      kickFd: -1,
       kickSet: false,
       kickWatch: undefined,
       callFd: -1,
@@ -285,11 +290,11 @@ export class VhostUserBackend {
         return undefined;
       case Request.GET_PROTOCOL_FEATURES:
         expectSize(message, 0);
-        return { payload: encodeU64(OFFERED_PROTOCOL_FEATURES) };
+        return { payload: encodeU64(this.offeredProtocolFeatures) };
       case Request.SET_PROTOCOL_FEATURES: {
         expectSize(message, U64_SIZE);
         const wanted = payloadView(payload).getBigUint64(0, true);
-        if (wanted & ~OFFERED_PROTOCOL_FEATURES) {
+        if (wanted & ~this.offeredProtocolFeatures) {
           throw new VhostUserError(
             'invalid-features',
             `protocol features 0x${wanted.toString(16)} were not offered`,
@@ -448,17 +453,19 @@ export class VhostUserBackend {
     const { ring, fd } = this.vringFd(message, fds);
     ring.kickWatch?.close();
     ring.kickWatch = undefined;
-    closeFd(ring.kickFd);
-    ring.kickFd = fd;
     ring.kickSet = true;
-    if (fd >= 0) ring.kickWatch = watchReadable(fd, () => this.kicked(ring));
+    if (fd >= 0) {
+      ring.kickWatch = watchEventFd(
+        fd,
+        () => this.kicked(ring),
+        (error) => this.log('warn', `vring ${ring.index} kick fd failed: ${error.message}`),
+      );
+    }
     this.maybeStart(ring);
   }
 
+  /** The eventfd's counter was read (and reset) already: one kick covers everything queued. */
   private kicked(ring: Vring): void {
-    // Drain the counter: one read resets an eventfd, and the queue is served as a whole.
-    const n = Number(libc().read(ring.kickFd, this.scratch, 8));
-    if (n < 0 && libc().errno() === EAGAIN) return;
     this.metrics.kicks++;
     if (ring.queue && this.context && !this.context.failed) this.notifyDevice(ring.index);
   }
@@ -606,8 +613,6 @@ export class VhostUserBackend {
     this.pauseRing(ring);
     ring.kickWatch?.close();
     ring.kickWatch = undefined;
-    closeFd(ring.kickFd);
-    ring.kickFd = -1;
     ring.kickSet = false;
     closeFd(ring.callFd);
     ring.callFd = -1;

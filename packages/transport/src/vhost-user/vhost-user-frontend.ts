@@ -130,8 +130,9 @@ export class TestFrontend {
   /** Replies nobody waited for (a backend bug if any appear). */
   readonly unexpected: VhostUserMessage[] = [];
 
-  constructor(socketPath: string) {
-    const fd = connectUnix(socketPath);
+  /** Connects to `socketPath`, or speaks over an fd already connected (a frontend that listens). */
+  constructor(socket: string | { fd: number }) {
+    const fd = typeof socket === 'string' ? connectUnix(socket) : socket.fd;
     this.channel = new MessageChannel(
       fd,
       (message) => {

@@ -19,6 +19,7 @@ import {
 import { closeFd } from './vhost-user-libc.js';
 import { mapFdRegion } from './vhost-user-memory.js';
 import { serveVhostUser, type VhostUserServer } from './vhost-user-server.js';
+import { acceptUnix, listenUnix } from './vhost-user-socket.js';
 import {
   encodeConfig,
   encodeInflight,
@@ -533,6 +534,31 @@ describe('vhost-user connection lifecycle', () => {
     frontend.close();
     await closed;
     expect(() => new TestFrontend(socketPath)).toThrow(/cannot connect/);
+  });
+
+  it('in connect mode, dials a listening frontend and dials again after it went away', async () => {
+    const listenFd = listenUnix(socketPath);
+    const server = serveVhostUser({ socketPath, device: () => patternDevice(), connect: true, retryMs: 10 });
+    servers.push(server);
+    const acceptOne = async () => {
+      for (;;) {
+        const fd = acceptUnix(listenFd);
+        if (fd >= 0) return fd;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    };
+    try {
+      const first = new TestFrontend({ fd: await acceptOne() });
+      frontends.push(first);
+      expect(await first.getU64(Request.GET_QUEUE_NUM)).toBe(1n);
+      first.close();
+      const second = new TestFrontend({ fd: await acceptOne() });
+      frontends.push(second);
+      expect(await second.getU64(Request.GET_QUEUE_NUM)).toBe(1n);
+      expect(server.connections).toBe(2);
+    } finally {
+      closeFd(listenFd);
+    }
   });
 
   it('leaks no fd and no mapping across connections, including dropped ones', async () => {

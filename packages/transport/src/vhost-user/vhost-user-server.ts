@@ -5,7 +5,7 @@ import { VhostUserError } from './vhost-user-errors.js';
 import { closeFd, libc, SUN_PATH_MAX } from './vhost-user-libc.js';
 import type { XenRegionMapper } from './vhost-user-memory.js';
 import { pollerSettled, type Watch, watchReadable } from './vhost-user-poller.js';
-import { acceptUnix, type ChannelEnd, listenUnix, MessageChannel } from './vhost-user-socket.js';
+import { acceptUnix, type ChannelEnd, connectUnix, listenUnix, MessageChannel } from './vhost-user-socket.js';
 
 export interface ServeVhostUserOptions {
   /** Unix socket path to listen on (QEMU connects to it: `-chardev socket,path=...`). */
@@ -14,6 +14,15 @@ export interface ServeVhostUserOptions {
   device: () => VirtioDevice;
   /** Serve one frontend, then close (rust-vmm backends' default). Default false: serve the next. */
   once?: boolean;
+  /**
+   * Connect to a frontend that listens (`-chardev socket,...,server=on`) instead of
+   * listening: the backend retries until the socket accepts, and connects again after a
+   * disconnect. This is how a backend is restarted under QEMU 7.2's vhost-user-rng, which
+   * cannot start with `reconnect=` (its realize needs the connection at once).
+   */
+  connect?: boolean;
+  /** Delay between connection attempts in `connect` mode. Default 100 ms. */
+  retryMs?: number;
   /** Maps regions a Xen frontend flags (XEN_MMAP); without it they are refused. */
   xenMapper?: XenRegionMapper;
   /** Answer to GET_MAX_MEM_SLOTS. Default 32. */
@@ -43,16 +52,35 @@ export interface VhostUserServer extends EventEmitter<VhostUserServerEvents> {
 class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserServer {
   backend: VhostUserBackend | undefined;
   connections = 0;
-  private listenFd: number;
+  private listenFd = -1;
   private listenWatch: Watch | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private channel: MessageChannel | undefined;
   private closed = false;
   private readonly past: VhostUserMetrics[] = [];
 
   constructor(private readonly options: ServeVhostUserOptions) {
     super();
-    this.listenFd = listenUnix(options.socketPath);
-    this.listen();
+    if (options.connect) {
+      this.dial();
+    } else {
+      this.listenFd = listenUnix(options.socketPath);
+      this.listen();
+    }
+  }
+
+  /** Connect mode: one attempt now, the next after `retryMs` when the frontend is not there. */
+  private dial(): void {
+    this.retryTimer = undefined;
+    if (this.closed || this.channel) return;
+    let fd: number;
+    try {
+      fd = connectUnix(this.options.socketPath);
+    } catch {
+      this.retryTimer = setTimeout(() => this.dial(), this.options.retryMs ?? 100);
+      return;
+    }
+    this.serve(fd);
   }
 
   get socketPath(): string {
@@ -71,6 +99,15 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
     // One frontend at a time: the next one waits in the listen backlog until this one ends.
     this.listenWatch?.close();
     this.listenWatch = undefined;
+    this.serve(fd);
+  }
+
+  private next(): void {
+    if (this.options.connect) this.retryTimer = setTimeout(() => this.dial(), this.options.retryMs ?? 100);
+    else this.listen();
+  }
+
+  private serve(fd: number): void {
     let backend: VhostUserBackend;
     try {
       backend = new VhostUserBackend({
@@ -83,7 +120,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
     } catch (error) {
       closeFd(fd);
       this.options.log?.error(`cannot create the device: ${(error as Error).message}`);
-      this.listen();
+      this.next();
       return;
     }
     this.backend = backend;
@@ -93,7 +130,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
       (message) => backend.handle(message),
       (end) => this.ended(backend, end),
     );
-    this.options.log?.info(`frontend connected to ${this.options.socketPath}`);
+    this.options.log?.info(`frontend connected on ${this.options.socketPath}`);
     this.emit('connect');
   }
 
@@ -106,7 +143,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
     else this.options.log?.info('frontend disconnected');
     this.emit('disconnect', end);
     if (this.options.once) void this.close();
-    else this.listen();
+    else this.next();
   }
 
   metrics(): VhostUserMetrics {
@@ -123,11 +160,15 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
   async close(): Promise<void> {
     if (this.closed) return pollerSettled();
     this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.listenWatch?.close();
     this.listenWatch = undefined;
-    closeFd(this.listenFd);
-    this.listenFd = -1;
-    libc().unlink(this.options.socketPath);
+    if (this.listenFd >= 0) {
+      closeFd(this.listenFd);
+      this.listenFd = -1;
+      libc().unlink(this.options.socketPath);
+    }
     const channel = this.channel;
     const backend = this.backend;
     this.channel = undefined;
