@@ -46,7 +46,14 @@ export interface FrameSpan {
 }
 
 export function frameSpan(address: bigint, length: number): FrameSpan | MemoryFaultCode {
-  if (!isValidLength(length) || address < 0n || address + BigInt(length) > 1n << 64n) return 'invalid-range';
+  if (
+    !isValidLength(length) ||
+    address < 0n ||
+    address >= 1n << 64n ||
+    address + BigInt(length) > 1n << 64n
+  ) {
+    return 'invalid-range';
+  }
   const offset = Number(address % BigInt(PAGE_SIZE));
   const pages = length === 0 ? 0 : Math.ceil((offset + length) / PAGE_SIZE);
   return { firstFrame: address / BigInt(PAGE_SIZE), offset, length, pages };
