@@ -1,1 +1,3 @@
-export {};
+export { type PciCounters, PciTransport, type PciTransportOptions } from './pci-transport.js';
+export * as pciRegister from './pci-wire.js';
+export { pciClassFor, VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './pci-wire.js';

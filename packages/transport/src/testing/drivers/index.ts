@@ -14,3 +14,4 @@ export {
 } from './guest-driver.js';
 export { type GuestBuffer, GuestSplitQueue, type GuestUsed } from './guest-split-queue.js';
 export { MmioGuestDriver, type MmioGuestOptions } from './mmio-guest-driver.js';
+export { MSI_ADDRESS, PciGuestDriver, type PciGuestOptions } from './pci-guest-driver.js';
