@@ -29,7 +29,11 @@ export const gpuConfigSchema = z
     /** Name in logs and metrics. */
     name: z.string().min(1).max(64).default('gpu0'),
     /** Displays offered to the guest (GET_DISPLAY_INFO), 1 to 16. */
-    scanouts: z.array(scanoutSchema).min(1).max(VIRTIO_GPU_MAX_SCANOUTS).default([{ width: 1024, height: 768, enabled: true }]),
+    scanouts: z
+      .array(scanoutSchema)
+      .min(1)
+      .max(VIRTIO_GPU_MAX_SCANOUTS)
+      .default([{ width: 1024, height: 768, enabled: true }]),
     /** Offer VIRTIO_GPU_F_EDID and answer GET_EDID. */
     edid: z.boolean().default(true),
     /** Most resources the guest may hold at once. */
@@ -42,9 +46,20 @@ export const gpuConfigSchema = z
       .max(4 * 1024 * 1024 * 1024)
       .default(256 * 1024 * 1024),
     /** Most backing entries one RESOURCE_ATTACH_BACKING may carry. */
-    maxBackingEntries: z.number().int().min(1).max(1 << 20).default(16384),
+    maxBackingEntries: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .default(16384),
     /** Largest queue the driver may configure (a power of two, spec 2.7). */
-    queueSize: z.number().int().min(1).max(32768).refine(isPowerOfTwo, 'queueSize must be a power of two').default(256),
+    queueSize: z
+      .number()
+      .int()
+      .min(1)
+      .max(32768)
+      .refine(isPowerOfTwo, 'queueSize must be a power of two')
+      .default(256),
   })
   .strict();
 
@@ -55,6 +70,8 @@ export type GpuConfig = z.output<typeof gpuConfigSchema>;
 export function parseGpuConfig(input: unknown): GpuConfig {
   const result = gpuConfigSchema.safeParse(input ?? {});
   if (result.success) return result.data;
-  const details = result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
+  const details = result.error.issues
+    .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+    .join('; ');
   throw new GpuConfigError(`invalid gpu config: ${details}`, { cause: result.error.issues });
 }

@@ -1,6 +1,6 @@
 import { activateForTest, type TestHarness } from '@xvio/transport/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GpuDevice, createGpuDevice } from './gpu-device.js';
+import { createGpuDevice, GpuDevice } from './gpu-device.js';
 import type { GpuCursor, GpuFrame, GpuHost } from './gpu-host.js';
 import { decodePng } from './gpu-png.js';
 import {
@@ -41,7 +41,16 @@ afterEach(() => harness?.dispose());
 
 function start(config: Parameters<typeof createGpuDevice>[0] = {}, options: { withoutEdid?: boolean } = {}) {
   const host = new RecordingHost();
-  const device = createGpuDevice({ scanouts: [{ width: 64, height: 48 }, { width: 32, height: 32 }], ...config }, { host });
+  const device = createGpuDevice(
+    {
+      scanouts: [
+        { width: 64, height: 48 },
+        { width: 32, height: 32 },
+      ],
+      ...config,
+    },
+    { host },
+  );
   harness = activateForTest(device, {
     memorySize: 8 << 20,
     withoutFeatures: options.withoutEdid ? VIRTIO_GPU_F_EDID : 0n,
@@ -66,8 +75,14 @@ describe('GpuDevice', () => {
     const reply = await driver.getDisplayInfo();
     expect(reply.type).toBe(GpuResponse.OK_DISPLAY_INFO);
     const view = new DataView(reply.bytes.buffer);
-    expect([view.getUint32(HDR_SIZE + 8, true), view.getUint32(HDR_SIZE + 12, true), view.getUint32(HDR_SIZE + 16, true)]).toEqual([64, 48, 1]);
-    expect([view.getUint32(HDR_SIZE + 24 + 8, true), view.getUint32(HDR_SIZE + 24 + 16, true)]).toEqual([32, 1]);
+    expect([
+      view.getUint32(HDR_SIZE + 8, true),
+      view.getUint32(HDR_SIZE + 12, true),
+      view.getUint32(HDR_SIZE + 16, true),
+    ]).toEqual([64, 48, 1]);
+    expect([view.getUint32(HDR_SIZE + 24 + 8, true), view.getUint32(HDR_SIZE + 24 + 16, true)]).toEqual([
+      32, 1,
+    ]);
     expect(view.getUint32(HDR_SIZE + 2 * 24 + 16, true)).toBe(0); // scanout 2 does not exist: disabled
   });
 
@@ -77,13 +92,22 @@ describe('GpuDevice', () => {
     drawPattern(driver.pixels(fb), 64, 48);
     expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 64, 48)).type).toBe(GpuResponse.OK_NODATA);
     expect((await driver.attachBacking(1, driver.pageEntries(fb, 1000))).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.transfer(1, { x: 0, y: 0, width: 64, height: 48 }, 0n)).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.setScanout(0, 1, { x: 0, y: 0, width: 64, height: 48 })).type).toBe(GpuResponse.OK_NODATA);
+    expect((await driver.transfer(1, { x: 0, y: 0, width: 64, height: 48 }, 0n)).type).toBe(
+      GpuResponse.OK_NODATA,
+    );
+    expect((await driver.setScanout(0, 1, { x: 0, y: 0, width: 64, height: 48 })).type).toBe(
+      GpuResponse.OK_NODATA,
+    );
     expect((await driver.flush(1, { x: 0, y: 0, width: 64, height: 48 })).type).toBe(GpuResponse.OK_NODATA);
     expect(host.damage).toEqual([{ scanoutId: 0, rect: { x: 0, y: 0, width: 64, height: 48 } }]);
     const png = decodePng(device.snapshotPng(0)!);
     expect([png.width, png.height]).toEqual([64, 48]);
-    for (const [x, y] of [[0, 0], [63, 0], [17, 29], [63, 47]] as const) {
+    for (const [x, y] of [
+      [0, 0],
+      [63, 0],
+      [17, 29],
+      [63, 47],
+    ] as const) {
       const [b, g, r] = pattern(x, y);
       expect(Array.from(png.rgba.subarray((y * 64 + x) * 4, (y * 64 + x) * 4 + 4))).toEqual([r, g, b, 255]);
     }
@@ -106,7 +130,8 @@ describe('GpuDevice', () => {
     // Damage is clipped to the scanout's window and given in scanout coordinates.
     expect(host.damage.at(-1)).toEqual({ scanoutId: 0, rect: { x: 0, y: 0, width: 32, height: 32 } });
     const shot = device.snapshot(0)!;
-    const at = (x: number, y: number) => Array.from(shot.rgba.subarray((y * 32 + x) * 4, (y * 32 + x) * 4 + 4));
+    const at = (x: number, y: number) =>
+      Array.from(shot.rgba.subarray((y * 32 + x) * 4, (y * 32 + x) * 4 + 4));
     expect(at(rect.x - 16, rect.y - 8)).toEqual([200, 100, 50, 255]);
     expect(at(rect.x - 16 + 5, rect.y - 8)).toEqual([0, 0, 0, 0]); // outside the transferred rectangle
   });
@@ -146,7 +171,8 @@ describe('GpuDevice', () => {
     const before = harness.interrupts.config;
     device.setDisplay(1, { width: 800, height: 600 });
     expect(harness.interrupts.config).toBe(before + 1);
-    const read = () => new DataView(harness.controller.readConfig(0, 16).buffer).getUint32(GPU_CONFIG_EVENTS_READ, true);
+    const read = () =>
+      new DataView(harness.controller.readConfig(0, 16).buffer).getUint32(GPU_CONFIG_EVENTS_READ, true);
     expect(read()).toBe(VIRTIO_GPU_EVENT_DISPLAY);
     const reply = await driver.getDisplayInfo();
     expect(new DataView(reply.bytes.buffer).getUint32(HDR_SIZE + 24 + 8, true)).toBe(800);
@@ -185,26 +211,46 @@ describe('GpuDevice', () => {
     expect(device.counters.resources).toBe(0);
     expect(device.counters.resourceBytes).toBe(0);
     // Resource 2 is gone after the reset: the id is free again.
-    expect((await new GpuGuestDriver(harness).create2d(2, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(GpuResponse.OK_NODATA);
+    expect((await new GpuGuestDriver(harness).create2d(2, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(
+      GpuResponse.OK_NODATA,
+    );
   });
 });
 
 describe('GpuDevice against a hostile driver', () => {
   it('answers invalid ids, formats and rectangles with the spec error codes', async () => {
     const { driver } = start();
-    expect((await driver.create2d(0, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(GpuResponse.ERR_INVALID_RESOURCE_ID);
+    expect((await driver.create2d(0, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(
+      GpuResponse.ERR_INVALID_RESOURCE_ID,
+    );
     expect((await driver.create2d(1, 999, 8, 8)).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 0, 8)).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 0xffff_ffff, 0xffff_ffff)).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
+    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 0, 8)).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
+    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 0xffff_ffff, 0xffff_ffff)).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
     expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(GpuResponse.ERR_INVALID_RESOURCE_ID);
+    expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 8, 8)).type).toBe(
+      GpuResponse.ERR_INVALID_RESOURCE_ID,
+    );
     expect((await driver.unref(42)).type).toBe(GpuResponse.ERR_INVALID_RESOURCE_ID);
-    expect((await driver.setScanout(16, 1, { x: 0, y: 0, width: 8, height: 8 })).type).toBe(GpuResponse.ERR_INVALID_SCANOUT_ID);
-    expect((await driver.setScanout(0, 1, { x: 4, y: 0, width: 8, height: 8 })).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
+    expect((await driver.setScanout(16, 1, { x: 0, y: 0, width: 8, height: 8 })).type).toBe(
+      GpuResponse.ERR_INVALID_SCANOUT_ID,
+    );
+    expect((await driver.setScanout(0, 1, { x: 4, y: 0, width: 8, height: 8 })).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
     // x + width overflows 32 bits: must not wrap into range.
-    expect((await driver.setScanout(0, 1, { x: 0xffff_fff8, y: 0, width: 16, height: 8 })).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.flush(1, { x: 0, y: 0, width: 9, height: 8 })).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 8 }, 0n)).type).toBe(GpuResponse.ERR_UNSPEC); // no backing
+    expect((await driver.setScanout(0, 1, { x: 0xffff_fff8, y: 0, width: 16, height: 8 })).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
+    expect((await driver.flush(1, { x: 0, y: 0, width: 9, height: 8 })).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
+    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 8 }, 0n)).type).toBe(
+      GpuResponse.ERR_UNSPEC,
+    ); // no backing
     expect((await driver.detachBacking(1)).type).toBe(GpuResponse.ERR_UNSPEC);
   });
 
@@ -212,20 +258,36 @@ describe('GpuDevice against a hostile driver', () => {
     const { driver, harness } = start();
     await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 8, 8);
     const fb = driver.allocateFramebuffer(8, 8);
-    expect((await driver.attachBacking(1, [{ address: BigInt(harness.memory.size) + 4096n, length: 256 }])).type).toBe(GpuResponse.ERR_UNSPEC);
-    expect((await driver.attachBacking(1, [{ address: fb.address, length: 255 }])).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.attachBacking(1, [{ address: fb.address, length: 256 }])).type).toBe(GpuResponse.ERR_UNSPEC); // already attached
-    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 8 }, 0n)).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.transfer(1, { x: 0, y: 0, width: 1, height: 1 }, 1n << 63n)).type).toBe(GpuResponse.ERR_INVALID_PARAMETER);
-    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 7 }, 0n)).type).toBe(GpuResponse.OK_NODATA);
+    expect(
+      (await driver.attachBacking(1, [{ address: BigInt(harness.memory.size) + 4096n, length: 256 }])).type,
+    ).toBe(GpuResponse.ERR_UNSPEC);
+    expect((await driver.attachBacking(1, [{ address: fb.address, length: 255 }])).type).toBe(
+      GpuResponse.OK_NODATA,
+    );
+    expect((await driver.attachBacking(1, [{ address: fb.address, length: 256 }])).type).toBe(
+      GpuResponse.ERR_UNSPEC,
+    ); // already attached
+    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 8 }, 0n)).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
+    expect((await driver.transfer(1, { x: 0, y: 0, width: 1, height: 1 }, 1n << 63n)).type).toBe(
+      GpuResponse.ERR_INVALID_PARAMETER,
+    );
+    expect((await driver.transfer(1, { x: 0, y: 0, width: 8, height: 7 }, 0n)).type).toBe(
+      GpuResponse.OK_NODATA,
+    );
   });
 
   it('caps resource count and memory with ERR_OUT_OF_MEMORY', async () => {
     const { driver, device } = start({ maxResources: 2, maxResourceMemory: 64 * 64 * 4 + 16 * 16 * 4 });
     expect((await driver.create2d(1, GpuFormat.B8G8R8X8_UNORM, 64, 64)).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.create2d(2, GpuFormat.B8G8R8X8_UNORM, 64, 64)).type).toBe(GpuResponse.ERR_OUT_OF_MEMORY);
+    expect((await driver.create2d(2, GpuFormat.B8G8R8X8_UNORM, 64, 64)).type).toBe(
+      GpuResponse.ERR_OUT_OF_MEMORY,
+    );
     expect((await driver.create2d(2, GpuFormat.B8G8R8X8_UNORM, 16, 16)).type).toBe(GpuResponse.OK_NODATA);
-    expect((await driver.create2d(3, GpuFormat.B8G8R8X8_UNORM, 1, 1)).type).toBe(GpuResponse.ERR_OUT_OF_MEMORY);
+    expect((await driver.create2d(3, GpuFormat.B8G8R8X8_UNORM, 1, 1)).type).toBe(
+      GpuResponse.ERR_OUT_OF_MEMORY,
+    );
     expect(device.counters.resourceBytes).toBe(64 * 64 * 4 + 16 * 16 * 4);
   });
 

@@ -41,13 +41,13 @@ import {
   REQUEST_SIZE,
   RESP_DISPLAY_INFO_SIZE,
   RESP_EDID_SIZE,
+  readRect,
+  rectWithin,
   VIRTIO_GPU_EVENT_DISPLAY,
   VIRTIO_GPU_F_EDID,
   VIRTIO_GPU_FLAG_FENCE,
   VIRTIO_GPU_FLAG_INFO_RING_IDX,
   VIRTIO_ID_GPU,
-  readRect,
-  rectWithin,
 } from './gpu-wire.js';
 
 /** Largest resource side the device accepts (QEMU and Linux use the same 16384 limit). */
@@ -193,7 +193,11 @@ export class GpuDevice implements VirtioDevice {
   snapshot(scanoutId: number): { width: number; height: number; rgba: Uint8Array } | undefined {
     const frame = this.frame(scanoutId);
     if (!frame) return undefined;
-    return { width: frame.width, height: frame.height, rgba: frame.readRgba({ x: 0, y: 0, width: frame.width, height: frame.height }) };
+    return {
+      width: frame.width,
+      height: frame.height,
+      rgba: frame.readRgba({ x: 0, y: 0, width: frame.width, height: frame.height }),
+    };
   }
 
   /** A PNG file of what a scanout shows, for tests and bug reports. */
@@ -211,7 +215,13 @@ export class GpuDevice implements VirtioDevice {
     return {
       width: origin.width,
       height: origin.height,
-      readRgba: (rect) => toRgba(resource, { x: origin.x + rect.x, y: origin.y + rect.y, width: rect.width, height: rect.height }),
+      readRgba: (rect) =>
+        toRgba(resource, {
+          x: origin.x + rect.x,
+          y: origin.y + rect.y,
+          width: rect.width,
+          height: rect.height,
+        }),
     };
   }
 
@@ -273,14 +283,24 @@ export class GpuDevice implements VirtioDevice {
     }
   }
 
-  private execute(context: DeviceContext, type: number, body: DataView, reader: { readExact(n: number): Uint8Array | undefined }): Reply {
+  private execute(
+    context: DeviceContext,
+    type: number,
+    body: DataView,
+    reader: { readExact(n: number): Uint8Array | undefined },
+  ): Reply {
     switch (type) {
       case GpuCommand.GET_DISPLAY_INFO:
         return this.displayInfo();
       case GpuCommand.GET_EDID:
         return this.edid(context, body.getUint32(0, true));
       case GpuCommand.RESOURCE_CREATE_2D:
-        return this.create2d(body.getUint32(0, true), body.getUint32(4, true), body.getUint32(8, true), body.getUint32(12, true));
+        return this.create2d(
+          body.getUint32(0, true),
+          body.getUint32(4, true),
+          body.getUint32(8, true),
+          body.getUint32(12, true),
+        );
       case GpuCommand.RESOURCE_UNREF:
         return this.unref(body.getUint32(0, true));
       case GpuCommand.SET_SCANOUT:
@@ -288,7 +308,12 @@ export class GpuDevice implements VirtioDevice {
       case GpuCommand.RESOURCE_FLUSH:
         return this.flush(readRect(body, 0), body.getUint32(16, true));
       case GpuCommand.TRANSFER_TO_HOST_2D:
-        return this.transfer(context.memory, readRect(body, 0), body.getBigUint64(16, true), body.getUint32(24, true));
+        return this.transfer(
+          context.memory,
+          readRect(body, 0),
+          body.getBigUint64(16, true),
+          body.getUint32(24, true),
+        );
       case GpuCommand.RESOURCE_ATTACH_BACKING:
         return this.attachBacking(context.memory, body.getUint32(0, true), body.getUint32(4, true), reader);
       case GpuCommand.RESOURCE_DETACH_BACKING:
@@ -332,7 +357,8 @@ export class GpuDevice implements VirtioDevice {
     }
     const bytes = width * height * BYTES_PER_PIXEL; // < 2^30: both sides are at most 2^14
     if (this.resources.size >= this.config.maxResources) return error(GpuResponse.ERR_OUT_OF_MEMORY);
-    if (this.counters.resourceBytes + bytes > this.config.maxResourceMemory) return error(GpuResponse.ERR_OUT_OF_MEMORY);
+    if (this.counters.resourceBytes + bytes > this.config.maxResourceMemory)
+      return error(GpuResponse.ERR_OUT_OF_MEMORY);
     let pixels: Uint8Array;
     try {
       pixels = new Uint8Array(bytes);
@@ -393,7 +419,12 @@ export class GpuDevice implements VirtioDevice {
       const y1 = Math.min(rect.y + rect.height, scanout.rect.y + scanout.rect.height);
       if (x1 <= x0 || y1 <= y0) return;
       const frame = this.frame(scanoutId)!;
-      this.host.flush(scanoutId, frame, { x: x0 - scanout.rect.x, y: y0 - scanout.rect.y, width: x1 - x0, height: y1 - y0 });
+      this.host.flush(scanoutId, frame, {
+        x: x0 - scanout.rect.x,
+        y: y0 - scanout.rect.y,
+        width: x1 - x0,
+        height: y1 - y0,
+      });
     });
     return ok;
   }
@@ -451,7 +482,8 @@ export class GpuDevice implements VirtioDevice {
     const rowBytes = rect.width * BYTES_PER_PIXEL;
     if (offset > BigInt(resource.backingLength)) return error(GpuResponse.ERR_INVALID_PARAMETER);
     const start = Number(offset);
-    if (start + stride * (rect.height - 1) + rowBytes > resource.backingLength) return error(GpuResponse.ERR_INVALID_PARAMETER);
+    if (start + stride * (rect.height - 1) + rowBytes > resource.backingLength)
+      return error(GpuResponse.ERR_INVALID_PARAMETER);
     try {
       if (rect.x === 0 && rect.width === resource.width) {
         // Whole rows: one contiguous run in the backing and in the resource.
@@ -460,7 +492,12 @@ export class GpuDevice implements VirtioDevice {
       } else {
         for (let h = 0; h < rect.height; h++) {
           const at = (rect.y + h) * stride + rect.x * BYTES_PER_PIXEL;
-          readBacking(memory, resource.backing, start + stride * h, resource.pixels.subarray(at, at + rowBytes));
+          readBacking(
+            memory,
+            resource.backing,
+            start + stride * h,
+            resource.pixels.subarray(at, at + rowBytes),
+          );
         }
       }
     } catch (caught) {
@@ -489,11 +526,15 @@ export class GpuDevice implements VirtioDevice {
     }
     const resource = this.resources.get(resourceId);
     if (!resource) return error(GpuResponse.ERR_INVALID_RESOURCE_ID);
-    if (resource.width > CURSOR_SIZE || resource.height > CURSOR_SIZE) return error(GpuResponse.ERR_INVALID_PARAMETER);
+    if (resource.width > CURSOR_SIZE || resource.height > CURSOR_SIZE)
+      return error(GpuResponse.ERR_INVALID_PARAMETER);
     const image = new Uint8Array(CURSOR_SIZE * CURSOR_SIZE * 4);
     const rgba = toRgba(resource, { x: 0, y: 0, width: resource.width, height: resource.height });
     for (let row = 0; row < resource.height; row++) {
-      image.set(rgba.subarray(row * resource.width * 4, (row + 1) * resource.width * 4), row * CURSOR_SIZE * 4);
+      image.set(
+        rgba.subarray(row * resource.width * 4, (row + 1) * resource.width * 4),
+        row * CURSOR_SIZE * 4,
+      );
     }
     const cursor: GpuCursor = {
       rgba: image,
@@ -506,7 +547,12 @@ export class GpuDevice implements VirtioDevice {
 }
 
 /** Copies `target.length` bytes from the backing store at `offset` (already bounds-checked). */
-function readBacking(memory: GuestMemory, entries: readonly BackingEntry[], offset: number, target: Uint8Array): void {
+function readBacking(
+  memory: GuestMemory,
+  entries: readonly BackingEntry[],
+  offset: number,
+  target: Uint8Array,
+): void {
   // Binary search for the entry holding `offset`.
   let low = 0;
   let high = entries.length - 1;
@@ -526,11 +572,33 @@ function readBacking(memory: GuestMemory, entries: readonly BackingEntry[], offs
   }
 }
 
+const littleEndian = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
 /** Converts a rectangle of a resource to RGBA, whatever its format. */
 function toRgba(resource: Resource, rect: GpuRect): Uint8Array {
   const channels = FORMAT_CHANNELS.get(resource.format)!;
   const out = new Uint8Array(rect.width * rect.height * 4);
   const stride = resource.width * BYTES_PER_PIXEL;
+  if (littleEndian && channels.b === 0 && channels.g === 1 && channels.r === 2) {
+    // B8G8R8A8/X8 (Linux's XRGB8888 framebuffers): swizzle whole 32-bit pixels. The
+    // resource is host memory we allocated (aligned), so word access is safe here.
+    const source32 = new Uint32Array(
+      resource.pixels.buffer,
+      resource.pixels.byteOffset,
+      resource.pixels.length >> 2,
+    );
+    const out32 = new Uint32Array(out.buffer);
+    const opaque = channels.a < 0 ? 0xff000000 : 0;
+    let o = 0;
+    for (let y = 0; y < rect.height; y++) {
+      let p = (rect.y + y) * resource.width + rect.x;
+      for (let x = 0; x < rect.width; x++, p++, o++) {
+        const v = source32[p]!;
+        out32[o] = (opaque | (v & 0xff00ff00) | ((v & 0xff) << 16) | ((v >>> 16) & 0xff)) >>> 0;
+      }
+    }
+    return out;
+  }
   const source = resource.pixels;
   const { r, g, b, a } = channels;
   let o = 0;

@@ -29,8 +29,10 @@ export interface EdidOptions {
 
 export function createEdid(options: EdidOptions): Uint8Array {
   const { width, height } = options;
-  if (!Number.isInteger(width) || width < 1 || width > EDID_MAX_WIDTH) throw new RangeError(`edid width ${width} out of range`);
-  if (!Number.isInteger(height) || height < 1 || height > EDID_MAX_HEIGHT) throw new RangeError(`edid height ${height} out of range`);
+  if (!Number.isInteger(width) || width < 1 || width > EDID_MAX_WIDTH)
+    throw new RangeError(`edid width ${width} out of range`);
+  if (!Number.isInteger(height) || height < 1 || height > EDID_MAX_HEIGHT)
+    throw new RangeError(`edid height ${height} out of range`);
   const edid = new Uint8Array(128);
   edid.set(HEADER, 0);
   // Manufacturer "XVO": three 5-bit letters (A = 1), big-endian.
@@ -64,7 +66,14 @@ export function createEdid(options: EdidOptions): Uint8Array {
   return edid;
 }
 
-function writeDetailedTiming(edid: Uint8Array, at: number, width: number, height: number, widthMm: number, heightMm: number): void {
+function writeDetailedTiming(
+  edid: Uint8Array,
+  at: number,
+  width: number,
+  height: number,
+  widthMm: number,
+  heightMm: number,
+): void {
   const pixelClock10kHz = Math.ceil(((width + H_BLANK) * (height + V_BLANK) * REFRESH_HZ) / 10_000);
   edid[at] = pixelClock10kHz & 0xff;
   edid[at + 1] = pixelClock10kHz >> 8;
@@ -77,7 +86,11 @@ function writeDetailedTiming(edid: Uint8Array, at: number, width: number, height
   edid[at + 8] = H_SYNC_OFFSET & 0xff;
   edid[at + 9] = H_SYNC_WIDTH & 0xff;
   edid[at + 10] = ((V_SYNC_OFFSET & 0xf) << 4) | (V_SYNC_WIDTH & 0xf);
-  edid[at + 11] = ((H_SYNC_OFFSET >> 8) << 6) | ((H_SYNC_WIDTH >> 8) << 4) | ((V_SYNC_OFFSET >> 4) << 2) | (V_SYNC_WIDTH >> 4);
+  edid[at + 11] =
+    ((H_SYNC_OFFSET >> 8) << 6) |
+    ((H_SYNC_WIDTH >> 8) << 4) |
+    ((V_SYNC_OFFSET >> 4) << 2) |
+    (V_SYNC_WIDTH >> 4);
   edid[at + 12] = widthMm & 0xff;
   edid[at + 13] = heightMm & 0xff;
   edid[at + 14] = ((widthMm >> 8) << 4) | (heightMm >> 8);
@@ -89,7 +102,8 @@ function writeDetailedTiming(edid: Uint8Array, at: number, width: number, height
 function writeTextDescriptor(edid: Uint8Array, at: number, tag: number, text: string): void {
   edid[at + 3] = tag;
   const bytes = Array.from(text, (c) => (c.charCodeAt(0) < 0x7f ? c.charCodeAt(0) : 0x3f));
-  for (let i = 0; i < 13; i++) edid[at + 5 + i] = i < bytes.length ? bytes[i]! : i === bytes.length ? 0x0a : 0x20;
+  for (let i = 0; i < 13; i++)
+    edid[at + 5 + i] = i < bytes.length ? bytes[i]! : i === bytes.length ? 0x0a : 0x20;
 }
 
 function writeRangeLimits(edid: Uint8Array, at: number, width: number, height: number): void {

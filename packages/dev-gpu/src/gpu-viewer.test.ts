@@ -56,7 +56,12 @@ describe('GpuViewer over HTTP', () => {
     const png = decodePng(new Uint8Array(await response.arrayBuffer()));
     expect([png.width, png.height]).toEqual([WIDTH, HEIGHT]);
     const [r, g, b] = pattern(70, 33);
-    expect(Array.from(png.rgba.subarray((33 * WIDTH + 70) * 4, (33 * WIDTH + 70) * 4 + 4))).toEqual([r, g, b, 255]);
+    expect(Array.from(png.rgba.subarray((33 * WIDTH + 70) * 4, (33 * WIDTH + 70) * 4 + 4))).toEqual([
+      r,
+      g,
+      b,
+      255,
+    ]);
     expect((await fetch(`${viewer.url}snapshot/3.png`)).status).toBe(404);
   });
 });
@@ -68,7 +73,16 @@ describe('GpuViewer in a real browser', () => {
     if (!existsSync(executablePath)) throw new Error('chromium is not installed (apt-get install chromium)');
     browser = await chromium.launch({
       executablePath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   }, 60_000);
   afterAll(async () => {
@@ -95,14 +109,16 @@ describe('GpuViewer in a real browser', () => {
     // The guest repaints a 10x6 rectangle white: the browser receives that rectangle only.
     const rect = { x: 40, y: 20, width: 10, height: 6 };
     const pixels = driver.pixels(fb);
-    for (let y = rect.y; y < rect.y + rect.height; y++) pixels.fill(0xff, (y * WIDTH + rect.x) * 4, (y * WIDTH + rect.x + rect.width) * 4);
+    for (let y = rect.y; y < rect.y + rect.height; y++)
+      pixels.fill(0xff, (y * WIDTH + rect.x) * 4, (y * WIDTH + rect.x + rect.width) * 4);
     await driver.transfer(1, rect, BigInt((rect.y * WIDTH + rect.x) * 4));
     await driver.flush(1, rect);
     await page.waitForFunction(() => (window as unknown as { __xvio: { rects: number } }).__xvio.rects >= 2);
     const last = await page.evaluate(() => (window as unknown as { __xvio: { last: unknown } }).__xvio.last);
     expect(last).toEqual({ id: 0, x: rect.x, y: rect.y, w: rect.width, h: rect.height });
     const after = decodePng(new Uint8Array(await page.locator('#screen-0').screenshot()));
-    const white = (x: number, y: number) => Array.from(after.rgba.subarray((y * WIDTH + x) * 4, (y * WIDTH + x) * 4 + 3));
+    const white = (x: number, y: number) =>
+      Array.from(after.rgba.subarray((y * WIDTH + x) * 4, (y * WIDTH + x) * 4 + 3));
     expect(white(45, 22)).toEqual([255, 255, 255]);
     expect(white(39, 22)).toEqual(pattern(39, 22));
     await page.close();

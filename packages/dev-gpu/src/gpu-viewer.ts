@@ -37,10 +37,24 @@ function union(a: GpuRect | undefined, b: GpuRect): GpuRect {
   if (!a) return { ...b };
   const x = Math.min(a.x, b.x);
   const y = Math.min(a.y, b.y);
-  return { x, y, width: Math.max(a.x + a.width, b.x + b.width) - x, height: Math.max(a.y + a.height, b.y + b.height) - y };
+  return {
+    x,
+    y,
+    width: Math.max(a.x + a.width, b.x + b.width) - x,
+    height: Math.max(a.y + a.height, b.y + b.height) - y,
+  };
 }
 
-function message(kind: number, scanoutId: number, x: number, y: number, w: number, h: number, payload?: Uint8Array, last = false): Buffer {
+function message(
+  kind: number,
+  scanoutId: number,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+  payload?: Uint8Array,
+  last = false,
+): Buffer {
   const out = Buffer.alloc(VIEWER_HEADER_SIZE + (payload?.length ?? 0));
   out.writeUInt8(kind, 0);
   out.writeUInt8(scanoutId, 1);
@@ -71,7 +85,7 @@ export class GpuViewer implements GpuHost {
   rectsMerged = 0;
 
   private constructor(
-    private readonly options: GpuViewerOptions,
+    options: GpuViewerOptions,
     readonly url: string,
     server: Server,
   ) {
@@ -174,15 +188,24 @@ export class GpuViewer implements GpuHost {
       state.x = x;
       state.y = y;
     }
-    for (const client of this.clients) client.socket.send(message(VIEWER_MESSAGE_CURSOR_MOVE, scanoutId, x, y, 0, 0));
+    for (const client of this.clients)
+      client.socket.send(message(VIEWER_MESSAGE_CURSOR_MOVE, scanoutId, x, y, 0, 0));
   }
 
-  private sendCursor(client: Client, scanoutId: number, cursor: GpuCursor | undefined, x: number, y: number): void {
+  private sendCursor(
+    client: Client,
+    scanoutId: number,
+    cursor: GpuCursor | undefined,
+    x: number,
+    y: number,
+  ): void {
     if (!cursor) {
       client.socket.send(message(VIEWER_MESSAGE_CURSOR, scanoutId, 0, 0, 0, 0));
       return;
     }
-    client.socket.send(message(VIEWER_MESSAGE_CURSOR, scanoutId, cursor.hotX, cursor.hotY, 64, 64, cursor.rgba));
+    client.socket.send(
+      message(VIEWER_MESSAGE_CURSOR, scanoutId, cursor.hotX, cursor.hotY, 64, 64, cursor.rgba),
+    );
     client.socket.send(message(VIEWER_MESSAGE_CURSOR_MOVE, scanoutId, x, y, 0, 0));
   }
 
@@ -202,7 +225,18 @@ export class GpuViewer implements GpuHost {
         for (const [id, rect] of client.pending) {
           const frame = this.frames.get(id);
           if (!frame || rect.width === 0 || rect.height === 0) continue;
-          client.socket.send(message(VIEWER_MESSAGE_RECT, id, rect.x, rect.y, rect.width, rect.height, frame.readRgba(rect), true));
+          client.socket.send(
+            message(
+              VIEWER_MESSAGE_RECT,
+              id,
+              rect.x,
+              rect.y,
+              rect.width,
+              rect.height,
+              frame.readRgba(rect),
+              true,
+            ),
+          );
           this.rectsSent++;
         }
         client.pending.clear();
@@ -220,7 +254,11 @@ export class GpuViewer implements GpuHost {
   snapshotPng(scanoutId: number): Uint8Array | undefined {
     const frame = this.frames.get(scanoutId);
     if (!frame) return undefined;
-    return encodePng(frame.width, frame.height, frame.readRgba({ x: 0, y: 0, width: frame.width, height: frame.height }));
+    return encodePng(
+      frame.width,
+      frame.height,
+      frame.readRgba({ x: 0, y: 0, width: frame.width, height: frame.height }),
+    );
   }
 
   async close(): Promise<void> {

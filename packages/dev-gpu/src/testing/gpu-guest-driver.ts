@@ -44,13 +44,22 @@ export class GpuGuestDriver {
   constructor(readonly harness: TestHarness) {}
 
   /** Sends a raw command and waits for its response. */
-  async send(request: Uint8Array, responseSize: number, extra: Uint8Array[] = [], fenced = false): Promise<GpuReply> {
+  async send(
+    request: Uint8Array,
+    responseSize: number,
+    extra: Uint8Array[] = [],
+    fenced = false,
+  ): Promise<GpuReply> {
     if (fenced) {
       const view = new DataView(request.buffer, request.byteOffset);
       view.setUint32(HDR_FLAGS, VIRTIO_GPU_FLAG_FENCE, true);
       view.setBigUint64(HDR_FENCE_ID, ++this.fence, true);
     }
-    const buffers = [{ data: request }, ...extra.map((data) => ({ data })), { writable: true as const, length: responseSize }];
+    const buffers = [
+      { data: request },
+      ...extra.map((data) => ({ data })),
+      { writable: true as const, length: responseSize },
+    ];
     const { head, buffers: placed } = this.harness.request(GPU_CONTROL_QUEUE, buffers);
     const used = await this.harness.waitForUsed(GPU_CONTROL_QUEUE, 1);
     const element = used.find((u) => u.id === head) ?? used[0]!;
@@ -79,7 +88,10 @@ export class GpuGuestDriver {
   }
 
   getEdid(scanoutId: number): Promise<GpuReply> {
-    return this.send(this.command(GpuCommand.GET_EDID, 8, (v) => v.setUint32(HDR_SIZE, scanoutId, true)), RESP_EDID_SIZE);
+    return this.send(
+      this.command(GpuCommand.GET_EDID, 8, (v) => v.setUint32(HDR_SIZE, scanoutId, true)),
+      RESP_EDID_SIZE,
+    );
   }
 
   create2d(resourceId: number, format: number, width: number, height: number): Promise<GpuReply> {
@@ -95,10 +107,16 @@ export class GpuGuestDriver {
   }
 
   unref(resourceId: number): Promise<GpuReply> {
-    return this.send(this.command(GpuCommand.RESOURCE_UNREF, 8, (v) => v.setUint32(HDR_SIZE, resourceId, true)), HDR_SIZE);
+    return this.send(
+      this.command(GpuCommand.RESOURCE_UNREF, 8, (v) => v.setUint32(HDR_SIZE, resourceId, true)),
+      HDR_SIZE,
+    );
   }
 
-  attachBacking(resourceId: number, entries: readonly { address: bigint; length: number }[]): Promise<GpuReply> {
+  attachBacking(
+    resourceId: number,
+    entries: readonly { address: bigint; length: number }[],
+  ): Promise<GpuReply> {
     const table = new Uint8Array(entries.length * MEM_ENTRY_SIZE);
     const view = new DataView(table.buffer);
     entries.forEach((entry, i) => {
@@ -113,7 +131,10 @@ export class GpuGuestDriver {
   }
 
   detachBacking(resourceId: number): Promise<GpuReply> {
-    return this.send(this.command(GpuCommand.RESOURCE_DETACH_BACKING, 8, (v) => v.setUint32(HDR_SIZE, resourceId, true)), HDR_SIZE);
+    return this.send(
+      this.command(GpuCommand.RESOURCE_DETACH_BACKING, 8, (v) => v.setUint32(HDR_SIZE, resourceId, true)),
+      HDR_SIZE,
+    );
   }
 
   setScanout(scanoutId: number, resourceId: number, rect: GpuRect): Promise<GpuReply> {
@@ -153,7 +174,15 @@ export class GpuGuestDriver {
   }
 
   /** UPDATE_CURSOR / MOVE_CURSOR on the cursor queue (no response buffer, as Linux sends them). */
-  async cursor(move: boolean, scanoutId: number, x: number, y: number, resourceId = 0, hotX = 0, hotY = 0): Promise<void> {
+  async cursor(
+    move: boolean,
+    scanoutId: number,
+    x: number,
+    y: number,
+    resourceId = 0,
+    hotX = 0,
+    hotY = 0,
+  ): Promise<void> {
     const request = this.command(move ? GpuCommand.MOVE_CURSOR : GpuCommand.UPDATE_CURSOR, 32, (v) => {
       v.setUint32(HDR_SIZE, scanoutId, true);
       v.setUint32(HDR_SIZE + 4, x, true);
@@ -178,7 +207,10 @@ export class GpuGuestDriver {
   pageEntries(framebuffer: GuestFramebuffer, pageSize = 4096): { address: bigint; length: number }[] {
     const entries: { address: bigint; length: number }[] = [];
     for (let at = 0; at < framebuffer.length; at += pageSize) {
-      entries.push({ address: framebuffer.address + BigInt(at), length: Math.min(pageSize, framebuffer.length - at) });
+      entries.push({
+        address: framebuffer.address + BigInt(at),
+        length: Math.min(pageSize, framebuffer.length - at),
+      });
     }
     return entries;
   }
