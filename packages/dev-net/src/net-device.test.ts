@@ -86,6 +86,31 @@ describe('NetDevice', () => {
     expect(guest.reclaimTransmit()).toBe(1);
   });
 
+  it('reads a header split across descriptors and writes one into a tiny first receive buffer', async () => {
+    const { host, guest } = setup();
+    const frame = udpFrame(ip, new Uint8Array(40).fill(2));
+    const header = new Uint8Array(12);
+    const rest = new Uint8Array(7 + frame.length);
+    rest.set(frame, 7);
+    guest.queues[1]!.addChain([{ data: header.subarray(0, 5) }, { data: rest }]);
+    guest.controller.kick(1);
+    expect([...host.sent[0]!.data]).toEqual([...frame]);
+    const { buffers } = guest.queues[0]!.addChain([
+      { writable: true, length: 4 },
+      { writable: true, length: 2048 },
+    ]);
+    guest.controller.kick(0);
+    const incoming = udpFrame({ ...ip, sourceMac: MAC_B, destinationMac: MAC_A }, new Uint8Array(30).fill(4));
+    host.inject(incoming, { ...emptyNetHeader(), flags: VIRTIO_NET_HDR_F_DATA_VALID });
+    await Promise.resolve();
+    const bytes = guest.memory.bytes;
+    expect(bytes[buffers[0]!.offset]).toBe(VIRTIO_NET_HDR_F_DATA_VALID);
+    expect(bytes[buffers[1]!.offset + 6]).toBe(1); // num_buffers, low byte, at header offset 10
+    expect([...bytes.subarray(buffers[1]!.offset + 8, buffers[1]!.offset + 8 + incoming.length)]).toEqual([
+      ...incoming,
+    ]);
+  });
+
   it('receives a frame into one buffer with num_buffers 1', async () => {
     const { host, guest, device } = setup();
     guest.postReceive(4, 2048);

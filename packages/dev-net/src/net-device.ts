@@ -400,9 +400,12 @@ export class NetDevice implements VirtioDevice {
         metrics.txDroppedBadHeader++;
         return 0;
       }
-      // Copy the header out of guest memory once (it is validated, then used: no double fetch).
-      reader.read(run.txHeaderBytes);
-      const header = decodeNetHeader(run.txHeaderBytes, run.txHeader);
+      // Each header field is read from guest memory once into the scratch header (no double fetch).
+      const headerViews = reader.views(headerLength);
+      const header =
+        headerViews.length === 1
+          ? decodeNetHeader(headerViews[0]!, run.txHeader)
+          : decodeNetHeader(gather(headerViews, headerLength, run.txHeaderBytes), run.txHeader);
       const length = reader.remaining;
       const segments = reader.views(length);
       const frame: NetFrame = { header, segments, length };
@@ -704,8 +707,16 @@ export class NetDevice implements VirtioDevice {
     fillChecksum: boolean,
     checksumHeader: NetHeader,
   ): void {
-    encodeNetHeader(header, this.headerScratch, headerLength, numBuffers);
-    let offset = scatter(views, 0, this.headerScratch, headerLength);
+    let offset: number;
+    const first = views[0];
+    if (first !== undefined && first.length >= headerLength) {
+      // Usual layout: the header fits the first buffer; field stores beat a 12-byte copy.
+      encodeNetHeader(header, first, headerLength, numBuffers);
+      offset = headerLength;
+    } else {
+      encodeNetHeader(header, this.headerScratch, headerLength, numBuffers);
+      offset = scatter(views, 0, this.headerScratch, headerLength);
+    }
     for (const segment of segments) {
       if (offset >= total) break;
       offset = scatter(views, offset, segment, Math.min(segment.length, total - offset));

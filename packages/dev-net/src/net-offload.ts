@@ -429,7 +429,7 @@ export function writeUint32(bytes: Uint8Array, offset: number, value: number): v
 export function gather(
   segments: readonly Uint8Array[],
   length: number,
-  target = new Uint8Array(length),
+  target: Uint8Array = new Uint8Array(length),
 ): Uint8Array {
   let offset = 0;
   for (const segment of segments) {
