@@ -225,13 +225,13 @@ export class SimIoreqCore {
       server.invalidated = true;
       // The first ioreq every server sees on a live guest is the INVALIDATE broadcast
       // (mapcache invalidation); it has to be answered like any other.
-      void this.access(
+      this.access(
         domid,
         0,
         { type: IOREQ_TYPE_INVALIDATE, addr: 0n, size: 0, dirRead: false, data: 0n },
         {},
         server,
-      );
+      ).catch(() => undefined);
     }
   }
 

@@ -137,11 +137,13 @@ export function decodeString(bytes: Uint8Array): string {
 /**
  * Path rules of xenstored (is_valid_nodename): absolute paths start with `/`, relative ones
  * are under the connection's home; characters `[A-Za-z0-9-/_@]` only; no `//`, no trailing
- * `/` except the root; `@` only at the start of the special watch paths.
+ * `/` except the root; a leading `@` only for the special watch paths.
  */
 export function isValidXenStorePath(path: string, options: { allowSpecial?: boolean } = {}): boolean {
   if (path.length === 0) return false;
-  if (options.allowSpecial && (path === '@introduceDomain' || path === '@releaseDomain')) return true;
+  // Only watches may name the special nodes; no other path starts with '@'.
+  if (path.startsWith('@'))
+    return options.allowSpecial === true && (path === '@introduceDomain' || path === '@releaseDomain');
   if (path.startsWith('/')) {
     if (path.length > XENSTORE_ABS_PATH_MAX) return false;
     if (path !== '/' && path.endsWith('/')) return false;
@@ -149,7 +151,7 @@ export function isValidXenStorePath(path: string, options: { allowSpecial?: bool
     return false;
   }
   if (path.includes('//')) return false;
-  return /^[A-Za-z0-9\-/_@]+$/.test(path) && !path.slice(1).includes('@');
+  return /^[A-Za-z0-9\-/_@]+$/.test(path);
 }
 
 /** Permission letters of the wire form `<letter><domid>`: n none, r read, w write, b both. */
