@@ -384,7 +384,12 @@ describe('ConsoleDevice multiport', () => {
   });
 
   it('hot-adds and hot-removes ports', async () => {
-    const setup = await startConsole(config);
+    const hosts = [
+      new MemoryConsoleHost({ size: { cols: 132, rows: 43 } }),
+      new MemoryConsoleHost({ capacity: 4 }),
+      new MemoryConsoleHost(),
+    ];
+    const setup = await startConsole(config, { hosts });
     const control = await handshake(setup);
     control.take();
     const hot = new MemoryConsoleHost();
@@ -400,7 +405,18 @@ describe('ConsoleDevice multiport', () => {
     expect(string(hot.takeOutput())).toBe('hi');
     await expect(setup.device.addPort({ name: 'full' })).rejects.toThrow(/maxPorts/);
 
+    // Port 1's host is full (capacity 4): its second transmit buffer waits in the ring...
+    control.send(1, VIRTIO_CONSOLE_PORT_READY, 1);
+    control.take();
+    const transmit1 = setup.harness.queue(portQueues(1).transmit);
+    transmit1.addChain([{ data: text('first') }]);
+    transmit1.addChain([{ data: text('pending') }]);
+    setup.harness.kick(portQueues(1).transmit);
+    expect(transmit1.takeUsed()).toHaveLength(1);
     await setup.device.removePort(1);
+    // ...and is completed (dropped, counted) before DEVICE_REMOVE, so the driver can reclaim it.
+    expect(transmit1.takeUsed()).toHaveLength(1);
+    expect(setup.device.metrics()['port1.droppedBytes']).toBeUndefined(); // the port is gone
     expect(control.take().map((m) => [m.event, m.id])).toEqual([[VIRTIO_CONSOLE_DEVICE_REMOVE, 1]]);
     // The driver speaks of the removed port: counted and ignored.
     control.send(1, VIRTIO_CONSOLE_PORT_OPEN, 1);

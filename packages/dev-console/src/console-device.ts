@@ -354,10 +354,17 @@ export class ConsoleDevice implements VirtioDevice {
     return config.id;
   }
 
-  /** Hot-removes a port: DEVICE_REMOVE to the driver, then its host is closed. Unknown ids are ignored. */
+  /**
+   * Hot-removes a port: transmit buffers still in its queue are completed (their data
+   * dropped and counted, as QEMU does before unplugging) so the driver can reclaim them, then
+   * DEVICE_REMOVE goes to the driver and the host is closed. Unknown ids are ignored.
+   */
   async removePort(id: number): Promise<void> {
     const port = this.ports.get(id);
     if (!port) return;
+    port.hostGone = true;
+    port.txBlocked = false;
+    this.serveTransmit(id);
     this.ports.delete(id);
     if (this.running && this.multiport && port.announced) this.send(id, VIRTIO_CONSOLE_DEVICE_REMOVE, 1);
     this.outbox = this.outbox.filter(
