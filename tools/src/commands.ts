@@ -1,4 +1,5 @@
 import type { CommandModule } from './cli-context.js';
+import { composeCommand } from './compose-command.js';
 import { demoCommand } from './demo-command.js';
 import { devicesCommand } from './devices-command.js';
 import { doctorCommand } from './doctor-command.js';
@@ -12,6 +13,7 @@ export const ALL_COMMANDS: readonly CommandModule[] = [
   demoCommand,
   runCommand,
   vhostUserCommand,
+  composeCommand,
   devicesCommand,
   newDeviceCommand,
   xenstoredCommand,

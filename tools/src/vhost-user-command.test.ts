@@ -2,42 +2,15 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VIRTIO_F_VERSION_1 } from '@xvio/transport';
-import { MockSplitQueue } from '@xvio/transport/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectSetting } from './device-options.js';
 import { runForTest } from './testing/run-cli.js';
-import { REPO_ROOT, spawnCli } from './testing/spawn-cli.js';
-
-/** The transport's own vhost-user test frontend (QEMU's side of the protocol, with memfds and eventfds). */
-interface FrontendModule {
-  TestFrontend: new (
-    socketPath: string,
-  ) => {
-    handshake(memory: unknown, options?: { features?: bigint }): Promise<{ status: bigint; table: bigint }>;
-    startRing(index: number, ring: MockSplitQueue, fds: { kick: number; call: number }): Promise<bigint[]>;
-    close(): void;
-  };
-  createSharedGuestMemory(size: number): {
-    memory: ConstructorParameters<typeof MockSplitQueue>[0];
-    close(): void;
-  };
-  createEventFd(): number;
-  signalEventFd(fd: number): void;
-  drainEventFd(fd: number): number;
-  waitEventFd(fd: number, timeoutMs?: number): Promise<number>;
-}
-/** VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): bit 30 of the feature word. */
-const VHOST_USER_F_PROTOCOL_FEATURES = 1n << 30n;
+import { spawnCli } from './testing/spawn-cli.js';
+import { requestEntropy } from './testing/vhost-user-driver.js';
 
 let dir: string;
-let frontend: FrontendModule;
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'xvio-vu-'));
-  // Not a public export of @xvio/transport: the test frontend lives beside the backend's tests.
-  const path: string = join(REPO_ROOT, 'packages/transport/src/vhost-user/vhost-user-frontend.ts');
-  frontend = (await import(path)) as FrontendModule;
 });
 
 afterAll(async () => {
@@ -57,34 +30,13 @@ describe('xvio vhost-user', () => {
       'source=seeded:7',
     ]);
     await cli.waitFor(/serving rng \(rng0\) on /);
-    const guest = frontend.createSharedGuestMemory(1 << 20);
-    const kick = frontend.createEventFd();
-    const call = frontend.createEventFd();
-    const connection = new frontend.TestFrontend(socketPath);
-    try {
-      const handshake = await connection.handshake(guest, {
-        features: VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES,
-      });
-      expect(handshake.status).toBe(0n);
-      const queue = new MockSplitQueue(guest.memory, { size: 16, seed: 3 });
-      expect(await connection.startRing(0, queue, { kick, call })).toEqual([0n, 0n, 0n, 0n, 0n, 0n]);
-      // The backend signals a call fd it is given for a running ring: start from a quiet one.
-      frontend.drainEventFd(call);
-      const { buffers } = queue.addChain([{ writable: true, length: 512 }]);
-      frontend.signalEventFd(kick);
-      await frontend.waitEventFd(call);
-      const used = queue.takeUsed();
-      expect(used).toHaveLength(1);
-      expect(used[0]?.length).toBe(512);
-      const bytes = guest.memory.bytes.subarray(buffers[0]!.offset, buffers[0]!.offset + 512);
-      // The driver's fill pattern (0xee) is gone: the device wrote entropy over it.
-      expect(bytes.filter((byte) => byte === 0xee).length).toBeLessThan(32);
-    } finally {
-      connection.close();
-    }
+    const result = await requestEntropy(socketPath);
+    expect(result.setupStatuses).toEqual([0n, 0n, 0n, 0n, 0n, 0n, 0n]);
+    expect(result.usedLength).toBe(512);
+    // The driver's fill pattern (0xee) is gone: the device wrote entropy over it.
+    expect(result.untouched).toBeLessThan(32);
     expect(await cli.exited()).toBe(0);
     expect(existsSync(socketPath)).toBe(false);
-    guest.close();
   });
 
   it('serves several sockets from one process and removes them on SIGTERM', async () => {

@@ -9,6 +9,7 @@ import { deviceLogger } from './cli-logger.js';
 import { collectSetting } from './device-options.js';
 import { DEVICE_NAMES, type DeviceName, isDeviceName } from './device-registry.js';
 import { type MetricSource, serveMetrics, XvioMetrics } from './metrics-registry.js';
+import { loadOptionalModule } from './optional-modules.js';
 import { parseIntegerOption } from './run-command.js';
 
 /** What the CLI needs of `@xvio/transport/vhost-user` (kept structural: the module is loaded lazily). */
@@ -45,17 +46,7 @@ interface VhostUserModule {
 
 /** The vhost-user backend, loaded on first use. */
 export async function loadVhostUser(): Promise<VhostUserModule> {
-  const specifier: string = '@xvio/transport/vhost-user';
-  let module: Partial<VhostUserModule>;
-  try {
-    module = (await import(specifier)) as Partial<VhostUserModule>;
-  } catch (error) {
-    throw new CliError(
-      'feature-unavailable',
-      `the vhost-user backend is not available in this build (${describeError(error).split('\n')[0]})`,
-      { cause: error },
-    );
-  }
+  const module = (await loadOptionalModule('vhost-user')) as Partial<VhostUserModule>;
   if (typeof module.serveVhostUser !== 'function') {
     throw new CliError(
       'feature-unavailable',

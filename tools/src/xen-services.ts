@@ -1,19 +1,11 @@
 import type { Logger } from 'pino';
 import { CliError, describeError } from './cli-errors.js';
 import { type HostView, nativeXenProblems, runHostChecks } from './doctor-checks.js';
+import { loadOptionalModule } from './optional-modules.js';
 
 /** The Xen services package, loaded on first use so that a build without it still runs vhost-user. */
-export async function loadXenModule(): Promise<Record<string, unknown>> {
-  const specifier: string = '@xvio/xen';
-  try {
-    return (await import(specifier)) as Record<string, unknown>;
-  } catch (error) {
-    throw new CliError(
-      'feature-unavailable',
-      `the Xen services (@xvio/xen) are not available in this build (${describeError(error).split('\n')[0]})`,
-      { cause: error },
-    );
-  }
+export function loadXenModule(): Promise<Record<string, unknown>> {
+  return loadOptionalModule('xen');
 }
 
 function exported<T>(module: Record<string, unknown>, names: readonly string[]): T | undefined {
