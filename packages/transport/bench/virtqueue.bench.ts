@@ -8,9 +8,10 @@
 // Usage: pnpm bench [--quick] [--out DIR]   (writes <repo>/bench/results/transport-virtqueue.{json,md})
 
 import { writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { arch, cpus, platform, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { createTestMemory, type TestMemory } from '@xvio/grant-pool';
 import { PackedQueue } from '../src/packed-queue.js';
 import { SplitQueue } from '../src/split-queue.js';
@@ -357,79 +358,122 @@ function benchMemcpy(shape: Shape, batch: number): number {
 }
 
 // --- run --------------------------------------------------------------------------------
+// Each measurement runs in a fresh worker thread of this one process: a device process runs
+// one ring format with its own JIT state, and measuring every scenario on one isolate would
+// let the type feedback of earlier scenarios (other ring, other chain shapes) slow later ones.
 
-const results: Result[] = [];
-const table: string[] = [];
-const fmt = (n: number) => `${(n / 1e6).toFixed(1)} M`;
+type Job =
+  | { kind: 'bare-split' | 'bare-packed' }
+  | { kind: 'split' | 'packed'; shape: Shape; batch: number; recycle: boolean }
+  | { kind: 'memcpy'; shape: Shape; batch: number };
 
-const bareSplit = benchBareSplit();
-const barePacked = benchBarePacked();
-results.push({ name: 'bare-loop split 1-desc batch 64', value: Math.round(bareSplit), unit: 'chains/s' });
-results.push({ name: 'bare-loop packed 1-desc batch 64', value: Math.round(barePacked), unit: 'chains/s' });
-table.push(`| bare loop (DataView, no checks) | split | 1-desc | 64 | ${fmt(bareSplit)} | | |`);
-table.push(`| bare loop (DataView, no checks) | packed | 1-desc | 64 | ${fmt(barePacked)} | | |`);
-
-const shapes: Shape[] = ['single', 'four', 'indirect'];
-const label: Record<Shape, string> = { single: '1-desc', four: '4-desc', indirect: 'indirect(4)' };
-const split: Record<string, number> = {};
-const onlyRing = process.env.XVIO_BENCH_RING;
-for (const ring of (
-  (process.env.XVIO_BENCH_ORDER === 'packed-first' ? ['packed', 'split'] : ['split', 'packed']) as (
-    | 'split'
-    | 'packed'
-  )[]
-).filter((r) => !onlyRing || r === onlyRing)) {
-  for (const shape of shapes) {
-    for (const batch of [1, 64]) {
-      const value = ring === 'split' ? benchSplit(shape, batch) : benchPacked(shape, batch);
-      const memcpy = benchMemcpy(shape, batch);
-      const key = `${shape}/${batch}`;
-      if (ring === 'split') split[key] = value;
-      const name = `${ring} ${label[shape]} batch ${batch}`;
-      results.push({
-        name,
-        value: Math.round(value),
-        unit: 'chains/s',
-        bound: { name: 'memcpy', value: Math.round(memcpy) },
-      });
-      const relation =
-        ring === 'split'
-          ? `${(bareSplit / value).toFixed(2)}x bare`
-          : `${((split[key] ?? value) / value).toFixed(2)}x split`;
-      table.push(
-        `| virtqueue | ${ring} | ${label[shape]} | ${batch} | ${fmt(value)} | ${fmt(memcpy)} | ${relation} |`,
-      );
-      console.log(
-        `${name.padEnd(34)} ${fmt(value).padStart(9)} chains/s   memcpy ${fmt(memcpy)}   ${relation}`,
-      );
-    }
+function runJob(job: Job): number {
+  switch (job.kind) {
+    case 'bare-split':
+      return benchBareSplit();
+    case 'bare-packed':
+      return benchBarePacked();
+    case 'split':
+      return benchSplit(job.shape, job.batch, job.recycle);
+    case 'packed':
+      return benchPacked(job.shape, job.batch, job.recycle);
+    case 'memcpy':
+      return benchMemcpy(job.shape, job.batch);
   }
 }
 
-const machine = `${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
-const date = new Date().toISOString();
-const here = dirname(fileURLToPath(import.meta.url));
-const outIndex = process.argv.indexOf('--out');
-const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1]!) : join(here, '../../../bench/results');
-writeFileSync(
-  join(outDir, 'transport-virtqueue.json'),
-  `${JSON.stringify({ machine, date, results }, null, 2)}\n`,
-);
-writeFileSync(
-  join(outDir, 'transport-virtqueue.md'),
-  [
-    '# transport: virtqueue device-side throughput',
-    '',
-    `Machine: ${machine}. Date: ${date}. One process, one core; best of ${ROUNDS} rounds of ${ROUND_MS} ms.`,
-    '',
-    'Each chain: pop + addUsed + (one publishUsed per batch). Buffers are 64 B; 4-desc and indirect chains are 2 readable + 2 writable.',
-    'memcpy bound: one `TypedArray.set` per batch of the ring bytes a chain touches (descriptors, indirect table, avail entry, used element).',
-    'The bare loop reads and writes the same ring fields through one DataView with no checks, no fences, no objects.',
-    '',
-    '| what | ring | chain | batch | chains/s | memcpy bound | relation |',
-    '|---|---|---|---|---|---|---|',
-    ...table,
-    '',
-  ].join('\n'),
-);
-console.log(`bare loop: split ${fmt(bareSplit)} chains/s, packed ${fmt(barePacked)} chains/s`);
+function inWorker(job: Job): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const worker = new Worker(fileURLToPath(new URL('./virtqueue-worker.mjs', import.meta.url)), {
+      workerData: job,
+    });
+    worker.once('message', (value: number) => resolvePromise(value));
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`bench worker exited with ${code}`));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const results: Result[] = [];
+  const table: string[] = [];
+  const fmt = (n: number) => `${(n / 1e6).toFixed(1)} M`;
+
+  const bareSplit = await inWorker({ kind: 'bare-split' });
+  const barePacked = await inWorker({ kind: 'bare-packed' });
+  results.push({ name: 'bare-loop split 1-desc batch 64', value: Math.round(bareSplit), unit: 'chains/s' });
+  results.push({ name: 'bare-loop packed 1-desc batch 64', value: Math.round(barePacked), unit: 'chains/s' });
+  table.push(`| bare loop (DataView, no checks) | split | 1-desc | 64 | ${fmt(bareSplit)} | | |`);
+  table.push(`| bare loop (DataView, no checks) | packed | 1-desc | 64 | ${fmt(barePacked)} | | |`);
+  console.log(`bare loop: split ${fmt(bareSplit)} chains/s, packed ${fmt(barePacked)} chains/s`);
+
+  const shapes: Shape[] = ['single', 'four', 'indirect'];
+  const label: Record<Shape, string> = { single: '1-desc', four: '4-desc', indirect: 'indirect(4)' };
+  const split: Record<string, number> = {};
+  const scenarios: { ring: 'split' | 'packed'; shape: Shape; batch: number; recycle: boolean }[] = [];
+  for (const ring of ['split', 'packed'] as const) {
+    for (const shape of shapes)
+      for (const batch of [1, 64]) scenarios.push({ ring, shape, batch, recycle: true });
+    // The same without recycling chain objects: one allocation per chain.
+    scenarios.push({ ring, shape: 'single', batch: 64, recycle: false });
+  }
+  for (const { ring, shape, batch, recycle } of scenarios) {
+    const value = await inWorker({ kind: ring, shape, batch, recycle });
+    const memcpy = await inWorker({ kind: 'memcpy', shape, batch });
+    const key = `${shape}/${batch}/${recycle}`;
+    if (ring === 'split') split[key] = value;
+    const name = `${ring} ${label[shape]} batch ${batch}${recycle ? '' : ' no-recycle'}`;
+    results.push({
+      name,
+      value: Math.round(value),
+      unit: 'chains/s',
+      bound: { name: 'memcpy', value: Math.round(memcpy) },
+    });
+    const relation =
+      ring === 'split'
+        ? `${(bareSplit / value).toFixed(2)}x bare`
+        : `${((split[key] ?? value) / value).toFixed(2)}x split`;
+    table.push(
+      `| virtqueue${recycle ? '' : ' (no recycle)'} | ${ring} | ${label[shape]} | ${batch} | ${fmt(value)} | ${fmt(memcpy)} | ${relation} |`,
+    );
+    console.log(
+      `${name.padEnd(44)} ${fmt(value).padStart(9)} chains/s   memcpy ${fmt(memcpy)}   ${relation}`,
+    );
+  }
+
+  const machine = `${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores (shared), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${platform()} ${arch()}`;
+  const date = new Date().toISOString();
+  const here = dirname(fileURLToPath(import.meta.url));
+  const outIndex = process.argv.indexOf('--out');
+  const outDir = outIndex > 0 ? resolve(process.argv[outIndex + 1]!) : join(here, '../../../bench/results');
+  writeFileSync(
+    join(outDir, 'transport-virtqueue.json'),
+    `${JSON.stringify({ machine, date, results }, null, 2)}\n`,
+  );
+  writeFileSync(
+    join(outDir, 'transport-virtqueue.md'),
+    [
+      '# transport: virtqueue device-side throughput',
+      '',
+      `Machine: ${machine}. Date: ${date}.`,
+      `One process (\`pnpm bench\` in packages/transport); each scenario in a fresh worker thread; one core; best of ${ROUNDS} rounds of ${ROUND_MS} ms after a warm-up.`,
+      '',
+      'Each chain: `pop` + `addUsed` + `recycle`, one `publishUsed` per batch (batch 1: per chain). Buffers are 64 B; 4-desc and indirect chains are 2 readable + 2 writable descriptors.',
+      'The driver side refills cheaply: split rings only move avail.idx over a pre-built table; packed rings flip the flags (and restore the head length) of each chain.',
+      'memcpy bound: one `TypedArray.set` per batch of the ring bytes a chain touches (descriptors, indirect table, avail entry, used element).',
+      'Bare loop: the same ring fields read and written through one DataView over one ArrayBuffer, no checks, no fences, no objects, used.idx published per 64.',
+      '',
+      '| what | ring | chain | batch | chains/s | memcpy bound | relation |',
+      '|---|---|---|---|---|---|---|',
+      ...table,
+      '',
+    ].join('\n'),
+  );
+}
+
+if (isMainThread) {
+  await main();
+} else {
+  parentPort!.postMessage(runJob(workerData as Job));
+}

@@ -164,9 +164,9 @@ export class SplitQueue implements Virtqueue {
     if (this.availIdx === this.nextAvail && this.refreshAvailIdx() === this.nextAvail) return undefined;
     const head = this.avail.getUint16(AVAIL_RING + 2 * (this.nextAvail & this.mask), true);
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
-    const chain = head < this.size ? this.readSingle(head) : undefined;
+    const chain = (head < this.size ? this.readSingle(head) : undefined) ?? this.readChain(head);
     this.stats.popped++;
-    return chain ?? this.readChain(head);
+    return chain;
   }
 
   /**
