@@ -15,3 +15,4 @@ export {
 export { type GuestBuffer, GuestSplitQueue, type GuestUsed } from './guest-split-queue.js';
 export { MmioGuestDriver, type MmioGuestOptions } from './mmio-guest-driver.js';
 export { MSI_ADDRESS, PciGuestDriver, type PciGuestOptions } from './pci-guest-driver.js';
+export { XenbusGuestDriver, type XenbusGuestOptions } from './xenbus-guest-driver.js';
