@@ -11,10 +11,23 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as grantPool from '@xvio/grant-pool';
-import { createRegionsMemory, createTestMemory, type GuestMemory, type TestMemory } from '@xvio/grant-pool';
+import {
+  createRegionsMemory,
+  createTestMemory,
+  encodeGrantAddress,
+  type GuestMemory,
+  type TestMemory,
+} from '@xvio/grant-pool';
 import { DeviceController, VIRTIO_F_RING_PACKED } from '@xvio/transport';
 import { MockSplitQueue } from '@xvio/transport/testing';
+// The grant strategies run against the Xen simulator's guest, through grant-pool's own fixture
+// (a Linux-like grant frontend). It is not part of grant-pool's public entry, so it is reached
+// by path, as grant-pool's tests reach the transport.
+import {
+  createSimFixture,
+  type FixtureBuffer,
+  type SimStrategyName,
+} from '../../grant-pool/src/memory-strategy-fixtures.js';
 import { NetDevice } from '../src/net-device.js';
 import { ALL_OFFLOADS, type NetEndpoint, type NetHost, NullNetHost } from '../src/net-host.js';
 import { NetSwitch } from '../src/net-switch.js';
@@ -37,10 +50,12 @@ const MAC_B = '52:54:00:00:00:0b';
 
 interface Strategy {
   name: string;
-  /** The driver's view of guest memory (lays out rings and buffers). */
-  driverMemory(size: number): TestMemory;
-  /** Guest memory as the device reaches it, over the driver's memory. */
-  wrap(memory: TestMemory): GuestMemory;
+  /** Queue size the driver uses (and the device offers). */
+  queueSize: number;
+  /** Bytes of each receive buffer (mergeable buffers, as Linux posts them). */
+  rxBuffer: number;
+  /** A driver over guest memory reached through this strategy; `pages` bounds what it places. */
+  driver(device: NetDevice, pages: number): Driver;
 }
 
 /**
@@ -69,29 +84,38 @@ function regions(memory: TestMemory): GuestMemory {
 
 /** The strategies the grant-pool package offers in this build (grant ones join when they exist). */
 function strategies(): Strategy[] {
-  const out: Strategy[] = [
-    { name: 'test-memory', driverMemory: (size) => createTestMemory(size), wrap: (memory) => memory },
-    { name: 'regions', driverMemory: hostMappedMemory, wrap: regions },
+  const plain = (
+    name: string,
+    driverMemory: (size: number) => TestMemory,
+    wrap: (memory: TestMemory) => GuestMemory,
+  ): Strategy => ({
+    name,
+    queueSize: QUEUE_SIZE,
+    rxBuffer: RX_BUFFER,
+    driver: (device) => new BenchGuest(device, driverMemory, wrap, 8 << 20),
+  });
+  const simulated = (name: SimStrategyName): Strategy => ({
+    name,
+    queueSize: SIM_QUEUE_SIZE,
+    // One page with the fixture's 64-byte offset.
+    rxBuffer: PAGE - 64,
+    driver: (device, pages) => new SimDriver(device, name, pages),
+  });
+  return [
+    plain(
+      'test-memory',
+      (size) => createTestMemory(size),
+      (memory) => memory,
+    ),
+    plain('regions', hostMappedMemory, regions),
+    simulated('grant-map'),
+    simulated('grant-copy'),
+    simulated('persistent-pool'),
   ];
-  const pool = grantPool as Record<string, unknown>;
-  for (const [name, factory] of [
-    ['grant-map', 'createGrantMapMemoryForTest'],
-    ['grant-copy', 'createGrantCopyMemoryForTest'],
-    ['persistent-pool', 'createPersistentPoolMemoryForTest'],
-  ] as const) {
-    if (typeof pool[factory] === 'function') {
-      out.push({
-        name,
-        driverMemory: hostMappedMemory,
-        wrap: (memory) => (pool[factory] as (memory: TestMemory) => GuestMemory)(memory),
-      });
-    }
-  }
-  return out;
 }
 
 /** A driver that places every buffer once and then only re-publishes heads. */
-class BenchGuest {
+class BenchGuest implements Driver {
   readonly memory: TestMemory;
   readonly controller: DeviceController;
   readonly rx: MockSplitQueue;
@@ -104,13 +128,14 @@ class BenchGuest {
 
   constructor(
     readonly device: NetDevice,
-    strategy: Strategy,
+    driverMemory: (size: number) => TestMemory,
+    wrap: (memory: TestMemory) => GuestMemory,
     arenaBytes: number,
   ) {
     const perQueue = (1 << 20) + arenaBytes;
-    this.memory = strategy.driverMemory(perQueue * 3);
+    this.memory = driverMemory(perQueue * 3);
     this.controller = new DeviceController(device, {
-      memory: strategy.wrap(this.memory),
+      memory: wrap(this.memory),
       hooks: { interruptQueue: () => undefined, interruptConfig: () => undefined },
     });
     this.controller.setStatus(1);
@@ -166,6 +191,137 @@ class BenchGuest {
   sendBatch(count: number): void {
     for (let i = 0; i < count; i++) this.tx.publish(this.txHeads[this.txCursor++ % this.txHeads.length]!);
     this.controller.kick(1);
+  }
+
+  async close(): Promise<void> {
+    this.controller.reset();
+  }
+}
+
+/** What the measurement loops need from a driver. */
+interface Driver {
+  readonly device: NetDevice;
+  placeRx(count: number, size: number): void;
+  placeTx(frame: Uint8Array, header: NetHeader, count: number): void;
+  refillRx(initial?: boolean): void;
+  sendBatch(count: number): void;
+  close(): Promise<void>;
+}
+
+const SIM_QUEUE_SIZE = 256;
+const PAGE = 4096;
+// Split ring offsets (virtio spec 2.7): desc {addr u64, len u32, flags u16, next u16}; avail
+// {flags, idx, ring[]}; used {flags, idx, ring[{id u32, len u32}]}.
+const VIRTQ_DESC_F_WRITE = 2;
+
+/**
+ * A guest of the Xen simulator whose driver behaves like Linux with grant DMA: rings on granted
+ * pages, every buffer granted (consecutive references), descriptors carrying grant addresses
+ * (1 << 63 | ref << 12 | offset). Buffers are granted once and reused, so the frontend's own
+ * grant work is not measured; the backend's (map per request, copy, persistent pool) is.
+ */
+class SimDriver implements Driver {
+  readonly controller: DeviceController;
+  private readonly fixture: ReturnType<typeof createSimFixture>;
+  private readonly rings: { desc: number; avail: number; used: number }[] = [];
+  private readonly rxHeads: number[] = [];
+  private readonly txHeads: number[] = [];
+  private readonly nextDescriptor = [0, 0];
+  private readonly availIdx = [0, 0];
+  private rxCursor = 0;
+  private txCursor = 0;
+  private rxSeen = 0;
+  private readonly kept: FixtureBuffer[] = [];
+
+  constructor(
+    readonly device: NetDevice,
+    strategy: SimStrategyName,
+    poolPages: number,
+  ) {
+    this.fixture = createSimFixture(strategy, {
+      guestMemoryBytes: 96 << 20,
+      poolPages,
+      maxPersistentPages: poolPages + 64,
+    });
+    const { guest, frontend } = this.fixture;
+    this.controller = new DeviceController(device, {
+      memory: this.fixture.memory,
+      hooks: { interruptQueue: () => undefined, interruptConfig: () => undefined },
+    });
+    this.controller.setStatus(1);
+    this.controller.setStatus(3);
+    this.controller.setDriverFeatures(this.controller.offeredFeatures & ~VIRTIO_F_RING_PACKED);
+    this.controller.setStatus(11);
+    for (let i = 0; i < 2; i++) {
+      const frames = [guest.allocatePages(1), guest.allocatePages(1), guest.allocatePages(1)];
+      for (const frame of frames) guest.memory.fill(0, frame * PAGE, (frame + 1) * PAGE);
+      const refs = frames.map((frame) => frontend.grant([frame]));
+      this.rings.push({ desc: frames[0]! * PAGE, avail: frames[1]! * PAGE, used: frames[2]! * PAGE });
+      Object.assign(this.controller.queue(i)!, {
+        size: SIM_QUEUE_SIZE,
+        desc: encodeGrantAddress(refs[0]!),
+        driver: encodeGrantAddress(refs[1]!),
+        device: encodeGrantAddress(refs[2]!),
+        ready: true,
+      });
+    }
+    this.controller.setStatus(15);
+  }
+
+  private addDescriptor(queue: number, buffer: FixtureBuffer, writable: boolean): number {
+    const index = this.nextDescriptor[queue]!++;
+    const view = this.fixture.guest.memoryView;
+    const at = this.rings[queue]!.desc + index * 16;
+    view.setBigUint64(at, buffer.address, true);
+    view.setUint32(at + 8, buffer.length, true);
+    view.setUint16(at + 12, writable ? VIRTQ_DESC_F_WRITE : 0, true);
+    view.setUint16(at + 14, 0, true);
+    this.kept.push(buffer);
+    return index;
+  }
+
+  private publish(queue: number, head: number): void {
+    const view = this.fixture.guest.memoryView;
+    const ring = this.rings[queue]!;
+    const idx = this.availIdx[queue]!;
+    view.setUint16(ring.avail + 4 + 2 * (idx % SIM_QUEUE_SIZE), head, true);
+    this.availIdx[queue] = (idx + 1) & 0xffff;
+    view.setUint16(ring.avail + 2, this.availIdx[queue]!, true);
+  }
+
+  placeRx(count: number, size: number): void {
+    for (let i = 0; i < count; i++) {
+      this.rxHeads.push(this.addDescriptor(0, this.fixture.buffer(size, { aligned: true }), true));
+    }
+  }
+
+  placeTx(frame: Uint8Array, header: NetHeader, count: number): void {
+    const bytes = new Uint8Array(HDR_SIZE + frame.length);
+    encodeNetHeader(header, bytes, HDR_SIZE, 0);
+    bytes.set(frame, HDR_SIZE);
+    for (let i = 0; i < count; i++) {
+      const buffer = this.fixture.buffer(bytes.length, { aligned: true });
+      buffer.guestWrite(bytes);
+      this.txHeads.push(this.addDescriptor(1, buffer, false));
+    }
+  }
+
+  refillRx(initial = false): void {
+    const used = this.fixture.guest.memoryView.getUint16(this.rings[0]!.used + 2, true);
+    const n = initial ? this.rxHeads.length : (used - this.rxSeen) & 0xffff;
+    this.rxSeen = used;
+    for (let i = 0; i < n; i++) this.publish(0, this.rxHeads[this.rxCursor++ % this.rxHeads.length]!);
+    if (n > 0) this.controller.kick(0);
+  }
+
+  sendBatch(count: number): void {
+    for (let i = 0; i < count; i++) this.publish(1, this.txHeads[this.txCursor++ % this.txHeads.length]!);
+    this.controller.kick(1);
+  }
+
+  async close(): Promise<void> {
+    this.controller.reset();
+    await this.fixture.close();
   }
 }
 
@@ -235,79 +391,86 @@ async function timeLoop(step: () => void, frames: () => number): Promise<Measure
   return { frames: frames() - first, seconds: (now - start) / 1000 };
 }
 
+/** How many frames one transmit batch may hold so the receiver never runs out mid-batch. */
+function batchFor(strategy: Strategy, item: Case): number {
+  const buffersPerFrame = Math.ceil((item.frame.length + HDR_SIZE) / strategy.rxBuffer);
+  return Math.max(1, Math.min(item.batch, Math.floor(strategy.queueSize / 2 / buffersPerFrame)));
+}
+
+/** Pages a driver places: transmit buffers of one batch, receive buffers, and slack. */
+function pagesFor(strategy: Strategy, item: Case): number {
+  const txPages = Math.ceil((item.frame.length + HDR_SIZE + 64) / PAGE) * batchFor(strategy, item);
+  return txPages + strategy.queueSize + 8;
+}
+
+function netDevice(mac: string, host: NetHost, strategy: Strategy): NetDevice {
+  return new NetDevice({
+    mac: parseMac(mac)!,
+    host,
+    queueSize: strategy.queueSize,
+    txBudget: strategy.queueSize,
+  });
+}
+
 /** A through the switch to B. */
 async function runSwitch(strategy: Strategy, item: Case): Promise<Measured> {
   const network = new NetSwitch();
-  const a = new BenchGuest(
-    new NetDevice({
-      mac: parseMac(MAC_A)!,
-      host: network.createPort(),
-      queueSize: QUEUE_SIZE,
-      txBudget: QUEUE_SIZE,
-    }),
-    strategy,
-    8 << 20,
-  );
-  const b = new BenchGuest(
-    new NetDevice({
-      mac: parseMac(MAC_B)!,
-      host: network.createPort(),
-      queueSize: QUEUE_SIZE,
-      txBudget: QUEUE_SIZE,
-    }),
-    strategy,
-    8 << 20,
-  );
-  a.placeTx(item.frame, item.header, item.batch);
-  b.placeRx(QUEUE_SIZE, RX_BUFFER);
-  b.refillRx(true);
-  // B announces itself so the switch learns it (no flooding in the measurement).
-  b.placeTx(
-    udpFrame(
-      { sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' },
-      new Uint8Array(18),
-    ),
-    emptyNetHeader(),
-    1,
-  );
-  b.sendBatch(1);
-  const measured = await timeLoop(
-    () => {
-      b.refillRx();
-      a.sendBatch(item.batch);
-    },
-    () => b.device.metricsValues.rxFrames,
-  );
-  const deferred = a.device.metricsValues.txDeferred;
-  const dropped = Object.entries(a.device.metricsValues).filter(
-    ([key, value]) => key.startsWith('txDropped') && value > 0,
-  );
-  if (b.device.metricsValues.rxDroppedNoBuffers > 0 || dropped.length > 0)
-    throw new Error(`frames dropped: ${JSON.stringify(dropped)}`);
-  if (process.env.XVIO_BENCH_DEBUG)
-    process.stderr.write(
-      `  ${JSON.stringify({ a: a.device.metricsValues, b: b.device.metricsValues, queueA: a.tx.usedIdx, rxUsed: b.rx.usedIdx })}\n`,
+  const batch = batchFor(strategy, item);
+  const a = strategy.driver(netDevice(MAC_A, network.createPort(), strategy), pagesFor(strategy, item));
+  const b = strategy.driver(netDevice(MAC_B, network.createPort(), strategy), pagesFor(strategy, item));
+  try {
+    a.placeTx(item.frame, item.header, batch);
+    b.placeRx(strategy.queueSize, strategy.rxBuffer);
+    b.refillRx(true);
+    // B announces itself so the switch learns it (no flooding in the measurement).
+    b.placeTx(
+      udpFrame(
+        { sourceMac: MAC_B, destinationMac: MAC_A, source: '10.0.0.2', destination: '10.0.0.1' },
+        new Uint8Array(18),
+      ),
+      emptyNetHeader(),
+      1,
     );
-  if (deferred > 0)
-    process.stderr.write(
-      `  (${item.name} ${strategy.name}: transmit waited for receive buffers ${deferred} times)\n`,
+    b.sendBatch(1);
+    const measured = await timeLoop(
+      () => {
+        b.refillRx();
+        a.sendBatch(batch);
+      },
+      () => b.device.metricsValues.rxFrames,
     );
-  return measured;
+    const dropped = Object.entries(a.device.metricsValues).filter(
+      ([key, value]) => key.startsWith('txDropped') && value > 0,
+    );
+    if (b.device.metricsValues.rxDroppedNoBuffers > 0 || dropped.length > 0 || measured.frames === 0) {
+      throw new Error(`${strategy.name} ${item.name}: frames dropped: ${JSON.stringify(dropped)}`);
+    }
+    const deferred = a.device.metricsValues.txDeferred;
+    if (deferred > 0) {
+      process.stderr.write(
+        `  (${item.name} ${strategy.name}: transmit waited for receive buffers ${deferred} times)\n`,
+      );
+    }
+    return measured;
+  } finally {
+    await a.close();
+    await b.close();
+  }
 }
 
 /** A's transmit path alone, into a host that drops. */
 async function runTransmit(strategy: Strategy, item: Case): Promise<Measured> {
-  const host: NetHost = new NullNetHost();
-  const a = new BenchGuest(
-    new NetDevice({ mac: parseMac(MAC_A)!, host, queueSize: QUEUE_SIZE, txBudget: QUEUE_SIZE }),
-    strategy,
-    8 << 20,
-  );
-  a.placeTx(item.frame, item.header, item.batch);
-  return timeLoop(
-    () => a.sendBatch(item.batch),
-    () => a.device.metricsValues.txFrames,
-  );
+  const batch = batchFor(strategy, item);
+  const a = strategy.driver(netDevice(MAC_A, new NullNetHost(), strategy), pagesFor(strategy, item));
+  try {
+    a.placeTx(item.frame, item.header, batch);
+    return await timeLoop(
+      () => a.sendBatch(batch),
+      () => a.device.metricsValues.txFrames,
+    );
+  } finally {
+    await a.close();
+  }
 }
 
 /** B's receive path alone: the host hands it the same frame over and over. */
@@ -324,18 +487,22 @@ async function runReceive(strategy: Strategy, item: Case): Promise<Measured> {
     rxReady: () => undefined,
     close: async () => undefined,
   };
-  const device = new NetDevice({ mac: parseMac(MAC_B)!, host, queueSize: QUEUE_SIZE });
-  const b = new BenchGuest(device, strategy, 8 << 20);
-  b.placeRx(QUEUE_SIZE, RX_BUFFER);
-  b.refillRx(true);
-  const frame = { header: item.header, segments: [item.frame], length: item.frame.length };
-  return timeLoop(
-    () => {
-      b.refillRx();
-      for (let i = 0; i < item.batch; i++) if (endpoint!.receive(frame) !== 'delivered') break;
-    },
-    () => device.metricsValues.rxFrames,
-  );
+  const batch = batchFor(strategy, item);
+  const b = strategy.driver(netDevice(MAC_B, host, strategy), pagesFor(strategy, item));
+  try {
+    b.placeRx(strategy.queueSize, strategy.rxBuffer);
+    b.refillRx(true);
+    const frame = { header: item.header, segments: [item.frame], length: item.frame.length };
+    return await timeLoop(
+      () => {
+        b.refillRx();
+        for (let i = 0; i < batch; i++) if (endpoint!.receive(frame) !== 'delivered') break;
+      },
+      () => b.device.metricsValues.rxFrames,
+    );
+  } finally {
+    await b.close();
+  }
 }
 
 /** The bound: copying a frame of the same size between two places in shared guest memory. */
