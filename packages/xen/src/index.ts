@@ -65,6 +65,7 @@ export {
   type XenLibrarySpec,
   xenstoredPaths,
 } from './xen-native-libs.js';
+export { LibXenStore, openLibXenStore } from './xen-native-xenstore.js';
 export type { XenServices } from './xen-services.js';
 export {
   createXenSimulator,

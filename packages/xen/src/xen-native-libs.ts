@@ -33,7 +33,7 @@ export const XEN_LIBRARIES = {
       'bool xs_transaction_end(void *h, uint32_t t, bool abort)',
       'void *xs_get_permissions(void *h, uint32_t t, const char *path, _Out_ unsigned int *num)',
       'bool xs_set_permissions(void *h, uint32_t t, const char *path, void *perms, unsigned int num_perms)',
-      'char *xs_get_domain_path(void *h, unsigned int domid)',
+      'void *xs_get_domain_path(void *h, unsigned int domid)',
       'bool xs_introduce_domain(void *h, unsigned int domid, unsigned long mfn, unsigned int eventchn)',
     ],
   },
