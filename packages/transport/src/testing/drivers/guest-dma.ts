@@ -42,6 +42,10 @@ export interface GuestDma {
     revoked: number;
     revokeFailures: number;
   };
+  /** Where buffers should live (a persistent pool); undefined: anywhere in guest RAM. */
+  allocatePages?(count: number): number | undefined;
+  /** Frees pool pages; false when they are not the pool's (the caller frees them to RAM). */
+  freePages?(first: number, count: number): boolean;
 }
 
 /** No IOMMU: the ring carries guest-physical addresses (grant_usage=0, a backend that maps the guest). */
@@ -70,6 +74,64 @@ export function physicalDma(): GuestDma {
  * revokes each grant; a revocation that fails because the backend still maps the page is
  * what makes Linux mark the device broken for good (`DmaRevokeError`).
  */
+/**
+ * A cooperating frontend's persistent pool (grant-pool's pool table): `pages` frames granted
+ * once with consecutive references; buffers are allocated from them and carry ordinary
+ * grant DMA addresses into the pool, so nothing is granted or revoked per request. Buffers
+ * that do not fit fall back to per-mapping grants.
+ */
+export function poolDma(
+  domain: SimDomain,
+  backendDomid: number,
+  pages: number,
+): GuestDma & { readonly refs: readonly number[]; release(): void } {
+  const table = domain.services().grants;
+  const first = domain.allocatePages(pages);
+  const refs = grantConsecutive(table, backendDomid, first, pages, false);
+  const fallback = grantDma(domain, backendDomid, table);
+  const used = new Array<boolean>(pages).fill(false);
+  const counters = fallback.counters;
+  counters.grants += pages;
+  const inPool = (frame: number, count: number) => frame >= first && frame + count <= first + pages;
+  return {
+    kind: 'grant',
+    counters,
+    refs,
+    map(physical, length, direction) {
+      const frame = Number(physical / BigInt(PAGE_SIZE));
+      const offset = Number(physical % BigInt(PAGE_SIZE));
+      const count = Math.max(1, Math.ceil((offset + length) / PAGE_SIZE));
+      if (!inPool(frame, count)) return fallback.map(physical, length, direction);
+      counters.mapped++;
+      return {
+        address: encodeGrantAddress(refs[frame - first] as number, offset),
+        length,
+        unmap: () => {
+          counters.unmapped++;
+        },
+      };
+    },
+    allocatePages(count) {
+      for (let start = 0; start + count <= pages; start++) {
+        if (used.slice(start, start + count).every((u) => !u)) {
+          used.fill(true, start, start + count);
+          return first + start;
+        }
+      }
+      return undefined;
+    },
+    freePages(frame, count) {
+      if (!inPool(frame, count)) return false;
+      used.fill(false, frame - first, frame - first + count);
+      return true;
+    },
+    release() {
+      for (const ref of refs) table.endAccess(ref);
+      domain.freePages(first, pages);
+    },
+  };
+}
+
 export function grantDma(domain: SimDomain, backendDomid: number, grants?: GrantTables): GuestDma {
   const table = grants ?? domain.services().grants;
   const counters = { mapped: 0, unmapped: 0, grants: 0, revoked: 0, revokeFailures: 0 };

@@ -77,7 +77,7 @@ export class GuestSplitQueue {
     const usedStart = alignUp(descBytes + availBytes, PAGE_SIZE);
     const total = usedStart + usedRingSize(size);
     this.ringPages = Math.ceil(total / PAGE_SIZE);
-    this.ringFirstFrame = domain.allocatePages(this.ringPages);
+    this.ringFirstFrame = this.allocate(this.ringPages);
     const physical = this.ringFirstFrame * PAGE_SIZE;
     this.descOffset = physical;
     this.availOffset = physical + descBytes;
@@ -88,6 +88,15 @@ export class GuestSplitQueue {
     this.driverAddress = this.ringMapping.address + BigInt(descBytes);
     this.deviceAddress = this.ringMapping.address + BigInt(usedStart);
     this.free = Array.from({ length: size }, (_, i) => size - 1 - i);
+  }
+
+  /** Pages for rings and buffers: from the DMA pool when it has one with room, else guest RAM. */
+  private allocate(count: number): number {
+    return this.dma.allocatePages?.(count) ?? this.domain.allocatePages(count);
+  }
+
+  private freeBufferPages(first: number, count: number): void {
+    if (!this.dma.freePages?.(first, count)) this.domain.freePages(first, count);
   }
 
   private get view(): DataView {
@@ -116,7 +125,7 @@ export class GuestSplitQueue {
       this.bufferOffset = (this.bufferOffset + 328) % 2048;
       const offset = this.bufferOffset;
       const count = Math.max(1, Math.ceil((offset + length) / PAGE_SIZE));
-      const first = this.domain.allocatePages(count);
+      const first = this.allocate(count);
       entry.pages.push({ first, count });
       const physical = first * PAGE_SIZE + offset;
       if ('data' in buffer) this.domain.memory.set(buffer.data, physical);
@@ -202,7 +211,7 @@ export class GuestSplitQueue {
       return this.domain.memory.slice(physical, physical + n);
     });
     for (const descriptor of entry.descriptors) this.free.push(descriptor);
-    for (const { first, count } of entry.pages) this.domain.freePages(first, count);
+    for (const { first, count } of entry.pages) this.freeBufferPages(first, count);
     return written;
   }
 
@@ -217,7 +226,7 @@ export class GuestSplitQueue {
       this.broken = true;
       this.brokenReason = error;
     }
-    this.domain.freePages(this.ringFirstFrame, this.ringPages);
+    this.freeBufferPages(this.ringFirstFrame, this.ringPages);
   }
 }
 

@@ -5,6 +5,7 @@ export {
   type GuestDma,
   grantDma,
   physicalDma,
+  poolDma,
 } from './guest-dma.js';
 export {
   GuestDriverError,
