@@ -5,7 +5,8 @@
 // the rings as cheaply as possible (pre-built descriptors; split: only avail.idx moves;
 // packed: only the flags flip each lap) so the device side is what is measured.
 //
-// Usage: pnpm bench [--quick] [--out DIR]   (writes <repo>/bench/results/transport-virtqueue.{json,md})
+// Usage: pnpm bench [--quick] [--only TEXT] [--out DIR]
+// (writes <repo>/bench/results/transport-virtqueue.{json,md}; --only runs the scenarios whose name contains TEXT)
 
 import { writeFileSync } from 'node:fs';
 import { arch, cpus, platform, totalmem } from 'node:os';
@@ -418,7 +419,11 @@ async function main(): Promise<void> {
     // The same without recycling chain objects: one allocation per chain.
     scenarios.push({ ring, shape: 'single', batch: 64, recycle: false });
   }
+  const onlyIndex = process.argv.indexOf('--only');
+  const only = onlyIndex > 0 ? process.argv[onlyIndex + 1] : undefined;
   for (const { ring, shape, batch, recycle } of scenarios) {
+    if (only && !`${ring} ${label[shape]} batch ${batch}${recycle ? '' : ' no-recycle'}`.includes(only))
+      continue;
     const value = await inWorker({ kind: ring, shape, batch, recycle });
     const memcpy = await inWorker({ kind: 'memcpy', shape, batch });
     const key = `${shape}/${batch}/${recycle}`;

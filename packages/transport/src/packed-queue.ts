@@ -30,6 +30,8 @@ import {
 } from './virtqueue.js';
 
 const MAX_CHAIN_BYTES = 0xffff_ffff;
+/** Descriptors whose flags one `readAhead` keeps (one acquire fence for all of them). */
+const AHEAD_LIMIT = 64;
 
 function dataView(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -95,6 +97,9 @@ export class PackedQueue implements Virtqueue {
   private slotsSinceSignal = 0;
   private signalledBefore = false;
   private readonly pool: ChainPool;
+  /** Flags read ahead by ring offset, and how many slots from `nextAvail` on they cover. */
+  private readonly aheadFlags: Uint16Array;
+  private ahead = 0;
   private indirectCopy: Uint8Array | undefined;
   private indirectView: DataView | undefined;
   /** Our last write to the device event flags, to skip redundant stores. */
@@ -109,6 +114,7 @@ export class PackedQueue implements Virtqueue {
     const size = config.size;
     this.size = size;
     this.pool = new ChainPool(size);
+    this.aheadFlags = new Uint16Array(size);
     this.eventIdx = config.eventIdx;
     this.indirect = config.indirect;
     try {
@@ -164,19 +170,15 @@ export class PackedQueue implements Virtqueue {
 
   hasAvailable(): boolean {
     if (this.brokenError) return false;
-    return this.availableAt(this.nextAvail, this.availWrap);
+    return this.ahead > 0 || this.availableAt(this.nextAvail, this.availWrap);
   }
 
   pop(): DescriptorChain | undefined {
     if (this.brokenError) return undefined;
+    if (this.ahead === 0 && !this.readAhead()) return undefined;
     const start = this.nextAvail;
     const startWrap = this.availWrap;
-    const ring = this.ring;
-    const headFlags = ring.getUint16(start * PACKED_DESC_SIZE + 14, true);
-    if (((headFlags >> 7) & 1) !== startWrap || ((headFlags >> 15) & 1) === startWrap) return undefined;
-    // 2.8.21.2: the driver stores the head's flags last, after a write barrier; the other
-    // fields (and the rest of the chain) must be read after the flags.
-    this.memory.fence('acquire');
+    const headFlags = this.aheadFlags[start]!;
     const chain =
       (headFlags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0
         ? this.readSingle(start, startWrap, headFlags)
@@ -187,8 +189,39 @@ export class PackedQueue implements Virtqueue {
     return chain;
   }
 
+  /**
+   * Reads the flags of the descriptors the driver has made available from `nextAvail` on
+   * (at most AHEAD_LIMIT), keeps them, then issues one acquire fence: the driver stores each
+   * chain's head flags last, after a write barrier (2.8.21.2), so every field read after this
+   * fence is at least as new as the flags seen. Each pop of the window then uses the kept
+   * flags (read once) and needs no fence of its own. Returns false when none is available.
+   */
+  private readAhead(): boolean {
+    const ring = this.ring;
+    const size = this.size;
+    const limit = size < AHEAD_LIMIT ? size : AHEAD_LIMIT;
+    let index = this.nextAvail;
+    let wrap = this.availWrap;
+    let count = 0;
+    while (count < limit) {
+      const flags = ring.getUint16(index * PACKED_DESC_SIZE + 14, true);
+      if (((flags >> 7) & 1) !== wrap || ((flags >> 15) & 1) === wrap) break;
+      this.aheadFlags[index] = flags;
+      count++;
+      if (++index === size) {
+        index = 0;
+        wrap ^= 1;
+      }
+    }
+    if (count === 0) return false;
+    this.memory.fence('acquire');
+    this.ahead = count;
+    return true;
+  }
+
   undoPop(): void {
     if (this.lastPopAvail < 0) return;
+    this.ahead = 0;
     this.nextAvail = this.lastPopAvail;
     this.availWrap = this.lastPopWrap;
     this.lastPopAvail = -1;
@@ -226,6 +259,7 @@ export class PackedQueue implements Virtqueue {
       this.availWrap = startWrap ^ 1;
     }
     this.nextAvail = next;
+    this.ahead--;
     return chain as unknown as DescriptorChain;
   }
 
@@ -249,13 +283,18 @@ export class PackedQueue implements Virtqueue {
     for (;;) {
       const offset = index * PACKED_DESC_SIZE;
       if (slots > 0) {
-        flags = ring.getUint16(offset + 14, true);
-        // 2.8.17: the driver makes every descriptor of a list available before the first.
-        if (((flags >> 7) & 1) !== wrap || ((flags >> 15) & 1) === wrap) {
-          this.fail(
-            'invalid-packed-descriptor',
-            `descriptor ${index} continues a chain but is not available (spec 2.8.17)`,
-          );
+        if (slots < this.ahead) {
+          flags = this.aheadFlags[index]!; // seen available before the last fence
+        } else {
+          flags = ring.getUint16(offset + 14, true);
+          // 2.8.17: the driver makes every descriptor of a list available before the first.
+          if (((flags >> 7) & 1) !== wrap || ((flags >> 15) & 1) === wrap) {
+            this.fail(
+              'invalid-packed-descriptor',
+              `descriptor ${index} continues a chain but is not available (spec 2.8.17)`,
+            );
+          }
+          this.memory.fence('acquire');
         }
       }
       const addressLow = ring.getUint32(offset, true);
@@ -330,6 +369,7 @@ export class PackedQueue implements Virtqueue {
       this.fail('descriptor-out-of-range', `buffer id ${id} >= queue size ${size} (spec 2.8.13)`);
     this.nextAvail = index;
     this.availWrap = wrap;
+    this.ahead = slots >= this.ahead ? 0 : this.ahead - slots;
     chain.head = id;
     chain.count = n >> 2;
     chain.readableLength = readable;
