@@ -1,4 +1,4 @@
-import { GuestMemoryError } from '@xvio/grant-pool';
+import { GuestMemoryError, type MappedRanges, type MemoryRange } from '@xvio/grant-pool';
 import {
   type ChainIo,
   type DescriptorChain,
@@ -655,19 +655,36 @@ export class NetDevice implements VirtioDevice {
       }
       queue.addUsed(chain, io.close());
     } else {
-      const ios: ChainIo[] = [];
-      const views: Uint8Array[] = [];
-      const used: number[] = [];
+      // MRG_RXBUF across several chains: map every buffer of every chain in one batch (one
+      // grant-map batch instead of one per chain), fill them in order, then complete each
+      // chain with what it holds (spec 5.1.6.4.2).
+      const ranges: MemoryRange[] = [];
+      const rangeCounts: number[] = [];
+      for (const chain of chains) {
+        const before = ranges.length;
+        for (const range of chain.ranges()) ranges.push(range);
+        rangeCounts.push(ranges.length - before);
+      }
+      let mapped: MappedRanges;
       try {
-        let remaining = total;
-        for (const chain of chains) {
-          const io = openChain(run.context.memory, chain);
-          ios.push(io);
-          const n = Math.min(remaining, chain.writableLength);
-          for (const view of io.writer.views(n)) views.push(view);
-          used.push(n);
+        mapped = run.context.memory.map(ranges);
+      } catch (error) {
+        return this.receiveFault(run, queue, rxIndex, chains, error);
+      }
+      const written = new Array<number>(ranges.length).fill(0);
+      const views: Uint8Array[] = [];
+      let remaining = total;
+      for (let i = 0; i < ranges.length && remaining > 0; i++) {
+        if (ranges[i]!.access !== 'write') continue; // receive buffers are writable; a readable one is skipped
+        for (const segment of mapped.segments[i]!) {
+          if (remaining === 0) break;
+          const n = Math.min(segment.length, remaining);
+          views.push(n === segment.length ? segment : segment.subarray(0, n));
+          written[i]! += n;
           remaining -= n;
         }
+      }
+      try {
         this.fillReceive(
           views,
           header,
@@ -680,12 +697,15 @@ export class NetDevice implements VirtioDevice {
           checksumHeader,
         );
       } catch (error) {
-        for (const io of ios) io.close();
+        mapped.release(written);
         return this.receiveFault(run, queue, rxIndex, chains, error);
       }
-      for (let i = 0; i < chains.length; i++) {
-        ios[i]!.close();
-        queue.addUsed(chains[i]!, used[i]!);
+      mapped.release(written);
+      let range = 0;
+      for (let c = 0; c < chains.length; c++) {
+        let used = 0;
+        for (let k = 0; k < rangeCounts[c]!; k++) used += written[range++]!;
+        queue.addUsed(chains[c]!, used);
       }
     }
     this.capture?.record(segments, length);
