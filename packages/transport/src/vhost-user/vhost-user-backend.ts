@@ -15,7 +15,7 @@ import type { Virtqueue } from '../virtqueue.js';
 import { createVirtqueue } from '../virtqueue-factory.js';
 import { VhostUserError } from './vhost-user-errors.js';
 import { createInflightArea, type InflightArea, mapInflightArea } from './vhost-user-inflight.js';
-import { closeFd, EAGAIN, libc } from './vhost-user-libc.js';
+import { closeFd, libc } from './vhost-user-libc.js';
 import { checkRegion, mapFdRegion, type XenRegionMapper } from './vhost-user-memory.js';
 import { type EventFdWatch, watchEventFd } from './vhost-user-poller.js';
 import {
@@ -80,10 +80,17 @@ export interface VhostUserBackendOptions {
   xenMapper?: XenRegionMapper;
   /** Answer to GET_MAX_MEM_SLOTS. Default 32. */
   maxMemSlots?: number;
+  /**
+   * Offer CONFIGURE_MEM_SLOTS (ADD/REM_MEM_REG instead of SET_MEM_TABLE). Default false:
+   * QEMU 7.2 keeps its record of the regions it added across a reconnect and sends the
+   * next backend none of them, so a restarted backend would see an empty memory table.
+   * The messages are served either way.
+   */
+  offerMemorySlots?: boolean;
   log?: VhostUserLogger;
 }
 
-/** Protocol features xvio offers (it implements each of them). */
+/** Protocol features xvio implements (CONFIG and CONFIGURE_MEM_SLOTS are offered only where they fit). */
 export const OFFERED_PROTOCOL_FEATURES =
   ProtocolFeature.MQ |
   ProtocolFeature.REPLY_ACK |
@@ -181,9 +188,9 @@ export class VhostUserBackend {
       ~VIRTIO_F_ACCESS_PLATFORM;
     // QEMU warns when a backend offers CONFIG to a device model that has no config space.
     this.offeredProtocolFeatures =
-      this.device.configSize > 0
-        ? OFFERED_PROTOCOL_FEATURES
-        : OFFERED_PROTOCOL_FEATURES & ~ProtocolFeature.CONFIG;
+      OFFERED_PROTOCOL_FEATURES &
+      ~(this.device.configSize > 0 ? 0n : ProtocolFeature.CONFIG) &
+      ~(options.offerMemorySlots ? 0n : ProtocolFeature.CONFIGURE_MEM_SLOTS);
     this.vrings = this.device.queueMaxSizes.map((max, index) => ({
       index,
       num: Math.min(max, MAX_QUEUE_SIZE),

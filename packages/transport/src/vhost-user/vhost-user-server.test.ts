@@ -163,7 +163,7 @@ async function running(device = patternDevice(), options: { eventIdx?: boolean; 
 
 describe('vhost-user backend handshake', () => {
   it('offers virtio 1, protocol features, indirect and event idx, and the protocol features it implements', async () => {
-    serve(() => patternDevice());
+    servers.push(serveVhostUser({ socketPath, device: () => patternDevice(), offerMemorySlots: true }));
     const frontend = connect();
     const features = await frontend.getU64(Request.GET_FEATURES);
     expect(features & VIRTIO_F_VERSION_1).toBe(VIRTIO_F_VERSION_1);
@@ -183,6 +183,13 @@ describe('vhost-user backend handshake', () => {
       expect(protocol & bit).toBe(bit);
     }
     expect(protocol & ProtocolFeature.BACKEND_REQ).toBe(0n);
+    const plain = serveVhostUser({ socketPath: join(dir, 'plain.sock'), device: () => patternDevice() });
+    servers.push(plain);
+    const other = new TestFrontend(join(dir, 'plain.sock'));
+    frontends.push(other);
+    expect((await other.getU64(Request.GET_PROTOCOL_FEATURES)) & ProtocolFeature.CONFIGURE_MEM_SLOTS).toBe(
+      0n,
+    );
     frontend.send(Request.SET_PROTOCOL_FEATURES, encodeU64(protocol));
     expect(await frontend.getU64(Request.GET_QUEUE_NUM)).toBe(1n);
     expect(await frontend.getU64(Request.GET_MAX_MEM_SLOTS)).toBe(32n);

@@ -27,6 +27,8 @@ export interface ServeVhostUserOptions {
   xenMapper?: XenRegionMapper;
   /** Answer to GET_MAX_MEM_SLOTS. Default 32. */
   maxMemSlots?: number;
+  /** Offer CONFIGURE_MEM_SLOTS (see `VhostUserBackendOptions.offerMemorySlots`). Default false. */
+  offerMemorySlots?: boolean;
   log?: VhostUserLogger;
 }
 
@@ -115,6 +117,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
         send: (request, flags, payload, fds) => this.channel?.send(request, flags, payload, fds),
         xenMapper: this.options.xenMapper,
         maxMemSlots: this.options.maxMemSlots,
+        offerMemorySlots: this.options.offerMemorySlots,
         log: this.options.log,
       });
     } catch (error) {

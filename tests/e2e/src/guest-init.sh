@@ -1,0 +1,72 @@
+#!/bin/sh
+# /init of the xvio end-to-end guest (busybox). Runs the case named by xvio.case= on the
+# kernel command line and reports on the serial console:
+#   XVIO-BOOT            the guest reached /init
+#   XVIO-RESULT k=v ...  measurements
+#   XVIO-MARK <name>     a point the host may act on (e.g. restart the backend)
+#   XVIO-PASS <case>     / XVIO-FAIL <case> <why>
+#   XVIO-WAIT            with xvio.ask=1: waits for "reboot" or "poweroff" on the console
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp && mount -t tmpfs tmp /tmp
+
+up() { cut -d' ' -f1 /proc/uptime; }
+arg() { sed -n "s/.*xvio\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+result() { echo "XVIO-RESULT $*"; }
+
+echo "XVIO-BOOT uptime=$(up)"
+for module in virtio_pci virtio-rng; do modprobe "$module" 2>/dev/null; done
+
+# The driver probes asynchronously: give /dev/hwrng up to 10 s to appear.
+wait_hwrng() {
+  i=0
+  while [ ! -e /dev/hwrng ] || [ -z "$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null | grep virtio)" ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && return 1
+    sleep 0.1
+  done
+  return 0
+}
+
+# Reads xvio.bytes from /dev/hwrng, then checks the count and that the data varies.
+rng_case() {
+  want=$(arg bytes)
+  want=${want:-262144}
+  if ! wait_hwrng; then
+    echo "XVIO-FAIL rng no virtio hwrng (rng_current=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null))"
+    return
+  fi
+  result "rng_current=$(cat /sys/class/misc/hw_random/rng_current)"
+  [ "$(arg mark)" = 1 ] && echo "XVIO-MARK transfer-start"
+  t0=$(up)
+  timeout 120 dd if=/dev/hwrng of=/tmp/rng bs=4096 count=$((want / 4096)) iflag=fullblock 2>/dev/null
+  t1=$(up)
+  got=$(wc -c < /tmp/rng)
+  # 4 KiB of random bytes hold nearly all 256 values; a stuck device gives one or a few.
+  distinct=$(head -c 4096 /tmp/rng | od -An -v -tx1 | tr -s ' ' '\n' | grep . | sort -u | wc -l)
+  first=$(head -c 2048 /tmp/rng | md5sum | cut -c1-32)
+  second=$(tail -c 2048 /tmp/rng | md5sum | cut -c1-32)
+  result "bytes=$got t0=$t0 t1=$t1 distinct=$distinct"
+  if [ "$got" = "$want" ] && [ "$distinct" -gt 128 ] && [ "$first" != "$second" ]; then
+    echo "XVIO-PASS rng"
+  else
+    echo "XVIO-FAIL rng bytes=$got want=$want distinct=$distinct"
+  fi
+}
+
+case "$(arg case)" in
+  rng) rng_case ;;
+  *) echo "XVIO-FAIL unknown case '$(arg case)'" ;;
+esac
+
+if [ "$(arg ask)" = 1 ]; then
+  echo "XVIO-WAIT"
+  read -r command < /dev/console
+  if [ "$command" = reboot ]; then
+    echo "XVIO-REBOOT"
+    reboot -f
+  fi
+fi
+echo "XVIO-DONE uptime=$(up)"
+poweroff -f
