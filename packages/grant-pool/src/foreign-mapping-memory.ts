@@ -8,6 +8,7 @@ import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
 import { fence } from './memory-fence.js';
 
 export const DEFAULT_CHUNK_PAGES = 256;
+const EMPTY = new Uint8Array(0);
 export const DEFAULT_MAX_CHUNKS = 64;
 
 export interface ForeignMappingMemoryOptions {
@@ -32,7 +33,7 @@ interface Chunk {
 }
 
 /** Where a piece of a range lives on the host, and what must be let go after. */
-interface Piece {
+export interface Piece {
   readonly bytes: Uint8Array;
   readonly chunk?: Chunk;
   readonly mapping?: ForeignMapping;
@@ -135,7 +136,7 @@ export class ForeignMappingMemory implements XenGuestMemory {
       return hit;
     }
     this.counters.cacheMisses++;
-    const firstFrame = BigInt(index) * BigInt(this.chunkPages);
+    const firstFrame = BigInt(index * this.chunkPages);
     let pages = this.chunkPages;
     if (this.endAddress !== undefined) {
       const left = this.endAddress / BigInt(PAGE_SIZE) - firstFrame;
@@ -176,28 +177,29 @@ export class ForeignMappingMemory implements XenGuestMemory {
   /** Host pieces covering a range, pinned; `release` them with `unpin`. Throws the fault, holding nothing. */
   private pieces(address: bigint, span: FrameSpan): Piece[] {
     const out: Piece[] = [];
-    if (span.pages === 0) return [{ bytes: new Uint8Array(0) }];
-    // Chunk indexes fit a number: a frame is below 2^52 and chunks are at least one page.
-    const chunkPages = BigInt(this.chunkPages);
-    let frame = span.firstFrame;
-    const endFrame = span.firstFrame + BigInt(span.pages);
+    if (span.pages === 0) return [{ bytes: EMPTY }];
+    // Frames are below 2^52 (addresses below 2^64): exact as numbers.
+    const chunkPages = this.chunkPages;
+    let frame = Number(span.firstFrame);
+    const endFrame = frame + span.pages;
     let skip = span.offset;
     let left = span.length;
     try {
       while (frame < endFrame) {
-        const index = Number(frame / chunkPages);
+        const index = Math.floor(frame / chunkPages);
         const chunk = this.chunk(index);
-        const chunkEnd = BigInt(index + 1) * chunkPages;
-        const runEnd = chunkEnd < endFrame ? chunkEnd : endFrame;
-        const runPages = Number(runEnd - frame);
+        const runEnd = Math.min((index + 1) * chunkPages, endFrame);
+        const runPages = runEnd - frame;
         const n = Math.min(runPages * PAGE_SIZE - skip, left);
-        if (chunk && chunk.mapping.pages >= Number(runEnd - chunk.firstFrame)) {
+        const chunkFirst = index * chunkPages;
+        if (chunk && chunk.mapping.pages >= runEnd - chunkFirst) {
           chunk.pins++;
-          const start = Number(frame - chunk.firstFrame) * PAGE_SIZE + skip;
+          const start = (frame - chunkFirst) * PAGE_SIZE + skip;
           out.push({ bytes: chunk.mapping.bytes.subarray(start, start + n), chunk });
         } else {
           this.counters.fallbacks++;
-          const frames = Array.from({ length: runPages }, (_, i) => frame + BigInt(i));
+          const frames: bigint[] = [];
+          for (let i = 0; i < runPages; i++) frames.push(BigInt(frame + i));
           const mapping = this.mapFrames(frames, true, address, span.length);
           this.exact.add(mapping);
           out.push({ bytes: mapping.bytes.subarray(skip, skip + n), mapping });
@@ -274,8 +276,13 @@ export class ForeignMappingMemory implements XenGuestMemory {
   }
 
   map(ranges: readonly MemoryRange[]): MappedRanges {
-    const spans = ranges.map((range) => this.span(range.address, range.length));
-    const total = spans.reduce((sum, span) => sum + span.pages, 0);
+    const spans: FrameSpan[] = [];
+    let total = 0;
+    for (const range of ranges) {
+      const span = this.span(range.address, range.length);
+      spans.push(span);
+      total += span.pages;
+    }
     if (total > this.maxRequestPages) {
       const first = ranges[0] as MemoryRange;
       this.fault('too-large', first.address, first.length);
@@ -283,26 +290,31 @@ export class ForeignMappingMemory implements XenGuestMemory {
     const all: Piece[] = [];
     const segments: Uint8Array[][] = [];
     try {
-      ranges.forEach((range, i) => {
-        const pieces = this.pieces(range.address, spans[i] as FrameSpan);
-        all.push(...pieces);
-        segments.push(pieces.map((piece) => piece.bytes));
-      });
+      for (let i = 0; i < ranges.length; i++) {
+        const pieces = this.pieces((ranges[i] as MemoryRange).address, spans[i] as FrameSpan);
+        const views: Uint8Array[] = [];
+        for (const piece of pieces) {
+          all.push(piece);
+          views.push(piece.bytes);
+        }
+        segments.push(views);
+      }
     } catch (error) {
       this.unpin(all);
       throw error;
     }
     this.requests.add(all);
-    let released = false;
-    return {
-      segments,
-      release: (written) => {
-        if (released) return;
-        released = true;
-        if (this.requests.delete(all)) this.unpin(all);
-        countTransfer(this.counters, ranges, written);
-      },
-    };
+    return new ForeignRequest(this, ranges, segments, all);
+  }
+
+  /** Called once by a request's `release`. */
+  closeRequest(
+    pieces: Piece[],
+    ranges: readonly MemoryRange[],
+    written: readonly number[] | undefined,
+  ): void {
+    if (this.requests.delete(pieces)) this.unpin(pieces);
+    countTransfer(this.counters, ranges, written);
   }
 
   fence(order: FenceOrder): void {
@@ -327,6 +339,23 @@ export class ForeignMappingMemory implements XenGuestMemory {
   /** Chunks currently cached. */
   cachedChunks(): number {
     return this.chunks.size;
+  }
+}
+
+class ForeignRequest implements MappedRanges {
+  private released = false;
+
+  constructor(
+    private readonly owner: ForeignMappingMemory,
+    private readonly ranges: readonly MemoryRange[],
+    readonly segments: readonly (readonly Uint8Array[])[],
+    private readonly pieces: Piece[],
+  ) {}
+
+  release(written?: readonly number[]): void {
+    if (this.released) return;
+    this.released = true;
+    this.owner.closeRequest(this.pieces, this.ranges, written);
   }
 }
 

@@ -278,10 +278,15 @@ export function countTransfer(
   ranges: readonly MemoryRange[],
   written?: readonly number[],
 ): void {
-  ranges.forEach((range, i) => {
+  for (let i = 0; i < ranges.length; i++) {
+    const range = ranges[i] as MemoryRange;
     if (range.access === 'read') counters.bytesRead += range.length;
-    else counters.bytesWritten += clampWritten(written?.[i], range.length);
-  });
+    else
+      counters.bytesWritten += clampWritten(
+        written === undefined ? undefined : (written[i] ?? 0),
+        range.length,
+      );
+  }
 }
 
 /** How many bytes of a writable range count as written: the device's word, bounded by the range. */

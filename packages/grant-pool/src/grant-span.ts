@@ -1,5 +1,5 @@
 import { GNTST_bad_domain, GNTST_bad_gntref, GNTST_okay, GrantError, XenError } from '@xvio/xen';
-import { decodeGrantAddress, isGrantAddress, PAGE_SIZE } from './grant-address.js';
+import { GRANT_ADDRESS_FLAG, PAGE_SIZE } from './grant-address.js';
 import { MAX_RANGE_LENGTH } from './guest-memory.js';
 import type { MemoryFaultCode } from './memory-errors.js';
 
@@ -27,15 +27,26 @@ export function isValidLength(length: number): boolean {
  * before anything is mapped.
  */
 export function grantSpan(address: bigint, length: number): GrantSpan | MemoryFaultCode {
-  if (!isValidLength(length) || address < 0n || address >= 1n << 64n) return 'invalid-range';
+  if (!isValidLength(length) || address < 0n || address > MAX_ADDRESS) return 'invalid-range';
   // Under grant usage the device can reach nothing but grants: a guest-physical address
   // points at memory this backend has no access to.
-  if (!isGrantAddress(address)) return 'unmapped';
-  const { gref, offset } = decodeGrantAddress(address);
+  if ((address & GRANT_ADDRESS_FLAG) === 0n) return 'unmapped';
+  // Bits 12..62 hold the reference; one above the u32 range is out of every grant table.
+  const high = address & REF_OVERFLOW_MASK;
+  const offset = Number(address & OFFSET_MASK);
   const pages = length === 0 ? 0 : Math.ceil((offset + length) / PAGE_SIZE);
-  if (gref + BigInt(Math.max(pages, 1) - 1) > BigInt(MAX_GRANT_REF)) return 'grant-out-of-range';
-  return { firstRef: Number(gref), offset, length, pages };
+  if (high !== 0n) return 'grant-out-of-range';
+  const firstRef = Number((address >> PAGE_SHIFT_BIG) & REF_MASK);
+  if (firstRef + Math.max(pages, 1) - 1 > MAX_GRANT_REF) return 'grant-out-of-range';
+  return { firstRef, offset, length, pages };
 }
+
+const MAX_ADDRESS = (1n << 64n) - 1n;
+const PAGE_SHIFT_BIG = 12n;
+const OFFSET_MASK = 0xfffn;
+const REF_MASK = 0xffff_ffffn;
+/** Address bits 44..62: a reference of 2^32 or more. */
+const REF_OVERFLOW_MASK = ((1n << 63n) - 1n) & ~((1n << 44n) - 1n);
 
 /** A guest-physical range as frames: `pages` frames from `firstFrame`. */
 export interface FrameSpan {

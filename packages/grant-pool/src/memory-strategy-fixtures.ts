@@ -120,6 +120,8 @@ export interface BufferOptions {
   readonly straddle?: boolean;
   /** Grant it read-only. */
   readonly readOnly?: boolean;
+  /** Start it at a page boundary (benchmarks). */
+  readonly aligned?: boolean;
 }
 
 /** One strategy over a simulated (or plain) guest, for the shared suite. */

@@ -1,7 +1,7 @@
 import type { GrantMapping, GrantTables } from '@xvio/xen';
 import { encodeGrantAddress, PAGE_SIZE } from './grant-address.js';
 import {
-  countTransfer,
+  clampWritten,
   DEFAULT_MAX_REQUEST_PAGES,
   GrantMapMemory,
   type XenGuestMemory,
@@ -26,10 +26,12 @@ export interface PersistentPoolMemoryOptions {
   readonly maxRequestPages?: number;
 }
 
-/** Pool pages mapped in one call; unmapped together when the least recently used one is evicted. */
+/** Pool pages mapped in one call; unmapped together when evicted (the LRU unit). */
 interface Batch {
   readonly mapping: GrantMapping;
   readonly refs: readonly number[];
+  /** Whether `refs` are consecutive: then any run of them is one contiguous view. */
+  readonly consecutive: boolean;
   /** Requests using a page of this batch. */
   pins: number;
 }
@@ -39,14 +41,17 @@ interface Entry {
   readonly index: number;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /**
  * The `persistent-pool` strategy, for a frontend that grants a pool of pages once and
  * allocates its buffers there (see pool-table-wire.ts for the protocol). Pool pages are
- * mapped writable on first use and kept, like blkback's persistent grants, in an LRU
- * bounded by `maxPersistentPages`; a request touching only mapped pool pages costs no
- * hypercall. Buffers outside the pool, and pool pages that cannot be mapped writable, are
- * mapped per request exactly as the `grant-map` strategy does. Everything is unmapped by
- * `unmapAll` (reset, disconnect), which is when the frontend may end access to the pool.
+ * mapped writable on first use (the missing pages of a request in one batch) and kept, like
+ * blkback's persistent grants, in an LRU of batches bounded by `maxPersistentPages`; a
+ * request touching only mapped pool pages costs no hypercall. Buffers outside the pool, and
+ * pool pages that cannot be mapped writable, are mapped per request exactly as the
+ * `grant-map` strategy does. Everything is unmapped by `unmapAll` (reset, disconnect), which
+ * is when the frontend may end access to the pool.
  */
 export class PersistentPoolMemory implements XenGuestMemory {
   readonly kind = 'persistent-pool';
@@ -56,20 +61,22 @@ export class PersistentPoolMemory implements XenGuestMemory {
   private readonly maxPages: number;
   private readonly maxRequestPages: number;
   private pool = new Set<number>();
-  /** LRU order: first is least recently used. */
   private readonly entries = new Map<number, Entry>();
-  private readonly batches = new Set<Batch>();
+  /** Mapped batches, least recently used first. */
+  private readonly lru = new Set<Batch>();
   private mappedPages = 0;
-  private readonly requests = new Set<Batch[]>();
+  /** Open requests, so that `unmapAll` can drop their pins. */
+  private readonly requests = new Set<PoolRequest>();
   /** Buffers outside the pool, rings, and faults: the grant-map strategy, sharing counters. */
-  private readonly fallback: GrantMapMemory;
+  readonly fallback: GrantMapMemory;
 
   constructor(options: PersistentPoolMemoryOptions) {
     this.grants = options.grants;
     this.domid = options.domid;
     this.maxPages = options.maxPersistentPages ?? DEFAULT_MAX_PERSISTENT_PAGES;
-    if (!Number.isInteger(this.maxPages) || this.maxPages < 1)
+    if (!Number.isInteger(this.maxPages) || this.maxPages < 1) {
       throw new RangeError('maxPersistentPages must be a positive integer');
+    }
     this.maxRequestPages = options.maxRequestPages ?? DEFAULT_MAX_REQUEST_PAGES;
     this.fallback = new GrantMapMemory({
       grants: this.grants,
@@ -83,12 +90,13 @@ export class PersistentPoolMemory implements XenGuestMemory {
   /** The pool's references, as the frontend published them. Mapped pages no longer in the pool are unmapped when unused. */
   setPool(refs: readonly number[]): void {
     for (const ref of refs) {
-      if (!Number.isInteger(ref) || ref < 0 || ref > MAX_GRANT_REF)
+      if (!Number.isInteger(ref) || ref < 0 || ref > MAX_GRANT_REF) {
         throw new RangeError(`pool ref ${ref} is not a grant reference`);
+      }
     }
     this.pool = new Set(refs);
-    for (const batch of [...this.batches]) {
-      if (batch.pins === 0 && batch.refs.some((ref) => !this.pool.has(ref))) this.evict(batch);
+    for (const batch of [...this.lru]) {
+      if (batch.pins === 0 && batch.refs.some((ref) => !this.pool.has(ref))) this.evict(batch, false);
     }
   }
 
@@ -111,12 +119,11 @@ export class PersistentPoolMemory implements XenGuestMemory {
     return this.mappedPages;
   }
 
-  private evict(batch: Batch, counted = true): void {
+  private evict(batch: Batch, counted: boolean): void {
     for (const ref of batch.refs) {
-      const entry = this.entries.get(ref);
-      if (entry?.batch === batch) this.entries.delete(ref);
+      if (this.entries.get(ref)?.batch === batch) this.entries.delete(ref);
     }
-    this.batches.delete(batch);
+    this.lru.delete(batch);
     this.mappedPages -= batch.refs.length;
     if (counted) this.counters.evictions++;
     this.counters.calls++;
@@ -127,10 +134,32 @@ export class PersistentPoolMemory implements XenGuestMemory {
   /** Evicts least recently used unpinned batches until `incoming` more pages fit the bound. */
   private makeRoom(incoming: number): void {
     if (this.mappedPages + incoming <= this.maxPages) return;
-    for (const entry of this.entries.values()) {
+    for (const batch of this.lru) {
       if (this.mappedPages + incoming <= this.maxPages) return;
-      if (entry.batch.pins === 0 && this.batches.has(entry.batch)) this.evict(entry.batch);
+      if (batch.pins === 0) this.evict(batch, true);
     }
+  }
+
+  private touch(batch: Batch): void {
+    this.lru.delete(batch);
+    this.lru.add(batch);
+  }
+
+  /**
+   * The one contiguous view of a range whose pages are all resident in one batch, in order
+   * (the common case: a buffer the frontend allocated from the pool and used before), or
+   * undefined. Changes nothing.
+   */
+  private fast(span: GrantSpan): Entry | undefined {
+    const entry = this.entries.get(span.firstRef);
+    if (entry === undefined) return undefined;
+    const { batch, index } = entry;
+    if (index + span.pages > batch.refs.length) return undefined;
+    if (!batch.consecutive && span.pages > 1) {
+      for (let page = 1; page < span.pages; page++)
+        if (batch.refs[index + page] !== span.firstRef + page) return undefined;
+    }
+    return entry;
   }
 
   /** Whether every page of `span` is a pool page. */
@@ -141,7 +170,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
   }
 
   /**
-   * Looks the pages of pool ranges up, mapping the missing ones in one writable batch.
+   * Makes the pages of pool ranges resident, mapping the missing ones in one writable batch.
    * Returns false (mapping nothing new) when they cannot all be held: the caller then maps
    * per request, which also gives the exact fault.
    */
@@ -158,14 +187,13 @@ export class PersistentPoolMemory implements XenGuestMemory {
         if (entry) {
           this.counters.cacheHits++;
           hit.add(entry.batch);
-          this.entries.delete(ref);
-          this.entries.set(ref, entry);
         } else {
           this.counters.cacheMisses++;
           missing.push(ref);
         }
       }
     }
+    for (const batch of hit) this.touch(batch);
     if (missing.length === 0) return true;
     if (missing.length > this.maxPages) return false;
     // The pages this request already hit must survive making room for the others.
@@ -181,41 +209,45 @@ export class PersistentPoolMemory implements XenGuestMemory {
       return false;
     }
     this.counters.maps += missing.length;
-    const batch: Batch = { mapping, refs: missing, pins: 0 };
-    this.batches.add(batch);
+    let consecutive = true;
+    for (let i = 1; i < missing.length; i++)
+      if (missing[i] !== (missing[0] as number) + i) consecutive = false;
+    const batch: Batch = { mapping, refs: missing, consecutive, pins: 0 };
+    this.lru.add(batch);
     this.mappedPages += missing.length;
-    missing.forEach((ref, index) => {
-      this.entries.set(ref, { batch, index });
-    });
+    for (let index = 0; index < missing.length; index++)
+      this.entries.set(missing[index] as number, { batch, index });
     return true;
   }
 
   /** Host views of a resident pool range, merging pages that are adjacent in one batch. */
   private views(span: GrantSpan, pinned: Set<Batch>): Uint8Array[] {
     const out: Uint8Array[] = [];
-    let run: { batch: Batch; first: number; last: number } | undefined;
-    let start = span.offset;
+    let batch: Batch | undefined;
+    let first = 0;
+    let last = 0;
+    let skip = span.offset;
     let done = 0;
-    const flush = () => {
-      if (!run) return;
-      const bytes = run.batch.mapping.bytes;
-      const from = run.first * PAGE_SIZE + start;
-      const n = Math.min((run.last - run.first + 1) * PAGE_SIZE - start, span.length - done);
-      out.push(bytes.subarray(from, from + n));
-      done += n;
-      start = 0;
-    };
-    for (let page = 0; page < span.pages; page++) {
-      const entry = this.entries.get(span.firstRef + page) as Entry;
-      pinned.add(entry.batch);
-      if (run && run.batch === entry.batch && entry.index === run.last + 1) {
-        run.last = entry.index;
-      } else {
-        flush();
-        run = { batch: entry.batch, first: entry.index, last: entry.index };
+    for (let page = 0; page <= span.pages; page++) {
+      const entry = page < span.pages ? (this.entries.get(span.firstRef + page) as Entry) : undefined;
+      if (entry && batch === entry.batch && entry.index === last + 1) {
+        last = entry.index;
+        continue;
+      }
+      if (batch) {
+        const from = first * PAGE_SIZE + skip;
+        const n = Math.min((last - first + 1) * PAGE_SIZE - skip, span.length - done);
+        out.push(batch.mapping.bytes.subarray(from, from + n));
+        done += n;
+        skip = 0;
+      }
+      if (entry) {
+        pinned.add(entry.batch);
+        batch = entry.batch;
+        first = entry.index;
+        last = entry.index;
       }
     }
-    flush();
     return out;
   }
 
@@ -228,21 +260,35 @@ export class PersistentPoolMemory implements XenGuestMemory {
     return span;
   }
 
+  /** Resident views of a pool range, or undefined when it is not (all) in the pool. */
+  private poolViews(span: GrantSpan): Uint8Array[] | undefined {
+    const entry = this.fast(span);
+    if (entry) {
+      this.counters.cacheHits += span.pages;
+      this.touch(entry.batch);
+      const from = entry.index * PAGE_SIZE + span.offset;
+      return [entry.batch.mapping.bytes.subarray(from, from + span.length)];
+    }
+    if (!this.inPool(span) || !this.resident([span])) return undefined;
+    return this.views(span, new Set());
+  }
+
   check(address: bigint, length: number, access: MemoryAccess): MemoryFaultCode | undefined {
     const span = grantSpan(address, length);
-    if (typeof span !== 'string' && this.inPool(span) && this.resident([span])) return undefined;
+    if (typeof span !== 'string' && span.pages > 0 && this.poolViews(span)) return undefined;
     return this.fallback.check(address, length, access);
   }
 
   read(address: bigint, target: Uint8Array): void {
     const span = this.span(address, target.length);
-    if (!this.inPool(span) || !this.resident([span])) {
+    const views = span.pages > 0 ? this.poolViews(span) : undefined;
+    if (!views) {
       this.counters.fallbacks++;
       this.fallback.read(address, target);
       return;
     }
     let done = 0;
-    for (const view of this.views(span, new Set())) {
+    for (const view of views) {
       target.set(view, done);
       done += view.length;
     }
@@ -252,13 +298,14 @@ export class PersistentPoolMemory implements XenGuestMemory {
 
   write(address: bigint, source: Uint8Array): void {
     const span = this.span(address, source.length);
-    if (!this.inPool(span) || !this.resident([span])) {
+    const views = span.pages > 0 ? this.poolViews(span) : undefined;
+    if (!views) {
       this.counters.fallbacks++;
       this.fallback.write(address, source);
       return;
     }
     let done = 0;
-    for (const view of this.views(span, new Set())) {
+    for (const view of views) {
       view.set(source.subarray(done, done + view.length));
       done += view.length;
     }
@@ -272,14 +319,51 @@ export class PersistentPoolMemory implements XenGuestMemory {
   }
 
   map(ranges: readonly MemoryRange[]): MappedRanges {
-    const spans = ranges.map((range) => this.span(range.address, range.length));
+    const count = ranges.length;
+    const spans: GrantSpan[] = new Array(count);
+    for (let i = 0; i < count; i++) {
+      const range = ranges[i] as MemoryRange;
+      spans[i] = this.span(range.address, range.length);
+    }
+    // Fast path: every range resident in one batch. No allocation beyond the answer.
+    const segments: Uint8Array[][] = new Array(count);
+    const batches: Batch[] = [];
+    let fast = true;
+    for (let i = 0; i < count && fast; i++) {
+      const span = spans[i] as GrantSpan;
+      if (span.pages === 0) {
+        segments[i] = [EMPTY];
+        continue;
+      }
+      const entry = this.fast(span);
+      if (entry === undefined) {
+        fast = false;
+        break;
+      }
+      const from = entry.index * PAGE_SIZE + span.offset;
+      segments[i] = [entry.batch.mapping.bytes.subarray(from, from + span.length)];
+      batches.push(entry.batch);
+    }
+    if (fast) {
+      for (let i = 0; i < count; i++) this.counters.cacheHits += (spans[i] as GrantSpan).pages;
+      for (const batch of batches) {
+        batch.pins++;
+        this.touch(batch);
+      }
+      return this.open(new PoolRequest(this, ranges, segments, batches, undefined, undefined));
+    }
+    return this.mapSlow(ranges, spans);
+  }
+
+  private mapSlow(ranges: readonly MemoryRange[], spans: readonly GrantSpan[]): MappedRanges {
     const pooled = spans.map((span) => this.inPool(span));
     const poolSpans = spans.filter((_, i) => pooled[i]);
     if (poolSpans.length > 0 && !this.resident(poolSpans)) pooled.fill(false);
-    const indexes = ranges.map((_, i) => i);
-    const otherIndexes = indexes.filter((i) => !pooled[i] && (spans[i] as GrantSpan).pages > 0);
+    const otherIndexes: number[] = [];
+    for (let i = 0; i < ranges.length; i++)
+      if (!pooled[i] && (spans[i] as GrantSpan).pages > 0) otherIndexes.push(i);
     const others = otherIndexes.map((i) => ranges[i] as MemoryRange);
-    if (others.length > 0) this.counters.fallbacks += others.length;
+    this.counters.fallbacks += others.length;
     // Throws the typed fault having mapped nothing; pool pages stay mapped (a cache).
     const perRequest = others.length > 0 ? this.fallback.map(others) : undefined;
     const pinned = new Set<Batch>();
@@ -287,31 +371,25 @@ export class PersistentPoolMemory implements XenGuestMemory {
     const segments = ranges.map((_, i) => {
       const span = spans[i] as GrantSpan;
       if (pooled[i]) return this.views(span, pinned);
-      if (span.pages === 0) return [new Uint8Array(0)];
+      if (span.pages === 0) return [EMPTY];
       return (perRequest as MappedRanges).segments[other++] as Uint8Array[];
     });
     const batches = [...pinned];
     for (const batch of batches) batch.pins++;
-    this.requests.add(batches);
-    let released = false;
-    return {
-      segments,
-      release: (written) => {
-        if (released) return;
-        released = true;
-        if (this.requests.delete(batches)) for (const batch of batches) batch.pins--;
-        // The per-request part counts its own bytes; the pool part is counted here.
-        const writtenOf = (i: number) => (written === undefined ? ranges[i]?.length : (written[i] ?? 0)) ?? 0;
-        perRequest?.release(otherIndexes.map(writtenOf));
-        const poolIndexes = indexes.filter((i) => pooled[i]);
-        countTransfer(
-          this.counters,
-          poolIndexes.map((i) => ranges[i] as MemoryRange),
-          poolIndexes.map(writtenOf),
-        );
-        this.makeRoom(0);
-      },
-    };
+    return this.open(new PoolRequest(this, ranges, segments, batches, perRequest, otherIndexes));
+  }
+
+  private open(request: PoolRequest): PoolRequest {
+    this.requests.add(request);
+    return request;
+  }
+
+  /** Called once by a request's `release`. */
+  closeRequest(request: PoolRequest): boolean {
+    if (!this.requests.delete(request)) return false;
+    for (const batch of request.batches) batch.pins--;
+    this.makeRoom(0);
+    return true;
   }
 
   fence(order: FenceOrder): void {
@@ -320,7 +398,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
 
   /** Unmaps the whole pool and every ring (reset, disconnect): the frontend may end access afterwards. */
   unmapAll(): void {
-    for (const batch of [...this.batches]) {
+    for (const batch of [...this.lru]) {
       batch.pins = 0;
       this.evict(batch, false);
     }
@@ -330,7 +408,47 @@ export class PersistentPoolMemory implements XenGuestMemory {
   }
 
   liveMappings(): number {
-    return this.batches.size + this.fallback.liveMappings();
+    return this.lru.size + this.fallback.liveMappings();
+  }
+}
+
+/** One request's views: pool pages pinned, plus the per-request mapping of buffers outside the pool. */
+class PoolRequest implements MappedRanges {
+  private released = false;
+
+  constructor(
+    private readonly owner: PersistentPoolMemory,
+    private readonly ranges: readonly MemoryRange[],
+    readonly segments: readonly (readonly Uint8Array[])[],
+    readonly batches: readonly Batch[],
+    private readonly perRequest: MappedRanges | undefined,
+    /** Indexes of the ranges `perRequest` maps, in its order. */
+    private readonly otherIndexes: readonly number[] | undefined,
+  ) {}
+
+  release(written?: readonly number[]): void {
+    if (this.released) return;
+    this.released = true;
+    this.owner.closeRequest(this);
+    const counters = this.owner.counters;
+    const ranges = this.ranges;
+    if (this.perRequest && this.otherIndexes) {
+      // The per-request part counts its own bytes.
+      const other: number[] = [];
+      for (const i of this.otherIndexes)
+        other.push(written === undefined ? (ranges[i] as MemoryRange).length : (written[i] ?? 0));
+      this.perRequest.release(other);
+    }
+    for (let i = 0; i < ranges.length; i++) {
+      if (this.otherIndexes?.includes(i)) continue;
+      const range = ranges[i] as MemoryRange;
+      if (range.access === 'read') counters.bytesRead += range.length;
+      else
+        counters.bytesWritten += clampWritten(
+          written === undefined ? undefined : (written[i] ?? 0),
+          range.length,
+        );
+    }
   }
 }
 
