@@ -157,6 +157,21 @@ describe('grant map', () => {
   });
 });
 
+describe('domain destruction', () => {
+  it('keeps a backend mapping usable after the granting domain is destroyed, then unmaps cleanly', () => {
+    const ref = guestServices.grants.grantAccess(0, 12);
+    guest.memory[12 * 4096] = 7;
+    const mapping = dom0.grants.map({ domid: guest.domid, refs: [ref], writable: true });
+    sim.destroyDomain(guest.domid);
+    expect(mapping.bytes[0]).toBe(7);
+    mapping.bytes[1] = 8;
+    mapping.unmap();
+    expect(dom0.grants.liveMappings()).toBe(0);
+    const error = expectXenError(() => dom0.grants.map({ domid: guest.domid, refs: [ref], writable: true }), 'EINVAL');
+    expect((error as GrantError).status).toEqual([GNTST_bad_domain]);
+  });
+});
+
 describe('grant copy', () => {
   it('copies to and from granted pages with a status per segment', () => {
     const source = guestServices.grants.grantAccess(0, 11, { readOnly: true });

@@ -242,6 +242,9 @@ export class SimIoreqCore {
     for (const port of server.vcpuPorts) this.events.close(domid, port);
     if (server.bufPort !== undefined) this.events.close(domid, server.bufPort);
     // A vCPU waiting on this server stays blocked: Xen does not complete its ioreq either.
+    // Nothing reads the pages of a destroyed server again; the emulator's own mapping of
+    // them stays valid until it unmaps (the memfd pages live while mapped).
+    server.resource.close();
   }
 
   resource(

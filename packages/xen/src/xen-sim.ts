@@ -478,6 +478,7 @@ class XenSimulatorImpl implements XenSimulator {
   readonly interrupts: InterruptEvent[] = [];
   private readonly interruptListeners = new Set<(event: InterruptEvent) => void>();
   private readonly openServices = new Set<XenServices>();
+  private readonly retired: SimDomainImpl[] = [];
   readonly dom0: SimDomain;
 
   constructor(options: XenSimulatorOptions) {
@@ -554,9 +555,11 @@ class XenSimulatorImpl implements XenSimulator {
     this.events.destroyDomain(domid);
     this.domains.delete(domid);
     this.xenstored.releaseDomain(domid);
-    // Existing mappings of its pages stay valid (the memfd pages live while mapped), as
-    // Xen keeps a domain's pages until every foreign mapping is gone.
-    domain.close();
+    // Mappings of its pages stay valid (the memfd pages live while mapped), as Xen keeps a
+    // domain's pages until every foreign mapping is gone. The guest's own view of its memory
+    // stays mapped until the simulator closes, so a test still holding `domain.memory` reads
+    // stale memory rather than crashing the process.
+    this.retired.push(domain);
   }
 
   services(domid = 0): XenServices {
@@ -614,6 +617,7 @@ class XenSimulatorImpl implements XenSimulator {
       this.domains.get(domid)?.close();
     }
     this.domains.clear();
+    for (const domain of this.retired.splice(0)) domain.close();
     await this.xenstored.close();
   }
 }
