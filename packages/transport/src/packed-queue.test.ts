@@ -92,6 +92,32 @@ describe('PackedQueue', () => {
     expect(state.usedWrap).toBe(state.availWrap);
   });
 
+  it('pops chains longer than the read-ahead window and batches across a wrap', () => {
+    const { driver, queue } = setup({ size: 128 });
+    const long = driver.addChain(Array.from({ length: 70 }, () => ({ writable: true as const, length: 1 })));
+    const short = driver.addChain([{ writable: true, length: 3 }]);
+    const chain = queue.pop()!;
+    expect(chain.head).toBe(long.head);
+    expect(chain.count).toBe(70);
+    expect(chain.writableLength).toBe(70);
+    expect(queue.pop()!.head).toBe(short.head);
+    expect(queue.pop()).toBeUndefined();
+    // A window made before the driver adds more: new chains are seen on the next pop.
+    const { queue: small, driver: smallDriver } = setup({ size: 4 });
+    for (let round = 0; round < 10; round++) {
+      const heads = [0, 1, 2].map(() => smallDriver.addChain([{ writable: true, length: 1 }]).head);
+      expect(small.hasAvailable()).toBe(true);
+      const popped = [small.pop()!, small.pop()!];
+      small.undoPop();
+      popped[1] = small.pop()!;
+      popped.push(small.pop()!);
+      expect(popped.map((c) => c.head)).toEqual(heads);
+      for (const c of popped) small.addUsed(c, 1);
+      small.publishUsed();
+      expect(smallDriver.takeUsed().map((u) => u.id)).toEqual(heads);
+    }
+  });
+
   it('walks an indirect table as one ring slot', () => {
     const { driver, queue } = setup({ indirect: true });
     const { head } = driver.addChain(
