@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 have() { dpkg -s "$1" >/dev/null 2>&1; }
-for pkg in ${XVIO_APT_PACKAGES:-libxen-dev xenstore-utils iproute2 tcpdump qemu-system-x86 busybox-static kmod cpio chromium}; do have "$pkg" || need+=("$pkg"); done
+for pkg in ${XVIO_APT_PACKAGES:-libxen-dev xenstore-utils gcc libc6-dev iproute2 tcpdump qemu-system-x86 busybox-static kmod cpio chromium}; do have "$pkg" || need+=("$pkg"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
