@@ -127,6 +127,23 @@ describe('RngDevice requests', () => {
     expect(sameBytes(memory.bytes.subarray(offset, offset + size), seededBytes(1, size))).toBe(true);
   });
 
+  it('fills one chain of many small descriptors and one huge one, exactly, across the boundary', () => {
+    const device = createRngDevice({ source: 'seeded:8', maxBytesPerRequest: 4 * 1024 * 1024 });
+    const { driver, memory, kick } = start(device, { memorySize: 8 << 20 });
+    const lengths = [...Array.from({ length: 60 }, (_, i) => 1 + (i % 13)), 2 * 1024 * 1024 + 3];
+    const total = lengths.reduce((a, b) => a + b, 0);
+    const { head, buffers } = driver.addChain(
+      lengths.map((length) => ({ writable: true as const, length })),
+      { indirect: true },
+    );
+    kick();
+    expect(driver.takeUsed()).toEqual([{ id: head, length: total }]);
+    const got = Buffer.concat(
+      buffers.map((b) => Buffer.from(memory.bytes.subarray(b.offset, b.offset + b.length))),
+    );
+    expect(sameBytes(got, seededBytes(8, total))).toBe(true);
+  });
+
   it('caps a huge request at maxBytesPerRequest and leaves the rest of the buffer untouched', () => {
     const device = createRngDevice({ source: 'seeded:3', maxBytesPerRequest: 4096 });
     const { driver, memory, kick } = start(device);
