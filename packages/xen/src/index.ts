@@ -58,6 +58,7 @@ export {
 } from './xen-native.js';
 export {
   bindXenLibrary,
+  describeXenHost,
   probeXenHost,
   XEN_LIBRARIES,
   type XenHostProbe,

@@ -270,3 +270,33 @@ export function probeXenHost(env: NodeJS.ProcessEnv = process.env): XenHostProbe
     services,
   };
 }
+
+/** One line per fact of a probe, for `xvio doctor`: `ok` or `missing`, what, and why it matters. */
+export function describeXenHost(probe: XenHostProbe): string[] {
+  const lines: string[] = [];
+  lines.push(
+    probe.isXenDomain
+      ? `ok       running in a Xen domain${probe.isControlDomain ? ' (dom0)' : ''}`
+      : `missing  not a Xen domain (hypervisor: ${probe.hypervisor ?? 'none'}); native services need dom0 or a driver domain, the simulator works anywhere`,
+  );
+  for (const device of probe.devices) {
+    lines.push(`${device.present ? 'ok     ' : 'missing'}  ${device.path}`);
+  }
+  for (const library of probe.libraries) {
+    const detail = library.loaded
+      ? ''
+      : `: ${library.missing.map((m) => m.name).join(', ')} (apt-get install ${library.package})`;
+    lines.push(`${library.loaded ? 'ok     ' : 'missing'}  ${library.soname}${detail}`);
+  }
+  lines.push(
+    probe.xenstored
+      ? `ok       xenstored at ${probe.xenstored}`
+      : 'missing  xenstored (no socket or xenbus device; set XENSTORED_PATH)',
+  );
+  for (const [service, status] of Object.entries(probe.services)) {
+    lines.push(
+      `${status.available ? 'ok     ' : 'missing'}  service ${service}${status.available ? '' : `: needs ${status.missing.map((m) => m.name).join(', ')}`}`,
+    );
+  }
+  return lines;
+}

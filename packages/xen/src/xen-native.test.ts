@@ -11,7 +11,7 @@ import {
   openNativeXenServices,
   openNativeXenStore,
 } from './xen-native.js';
-import { bindXenLibrary, probeXenHost, XEN_LIBRARIES, type XenLibraryName } from './xen-native-libs.js';
+import { bindXenLibrary, describeXenHost, probeXenHost, XEN_LIBRARIES, type XenLibraryName } from './xen-native-libs.js';
 import { startXenstoredServer } from './xenstored-server.js';
 
 describe('native bindings', () => {
@@ -34,6 +34,14 @@ describe('native services on this host', () => {
     );
     expect(probe.devices.map((d) => d.path)).toContain('/dev/xen/privcmd');
     expect(probe.services.xenstore.available).toBe(false);
+    const lines = describeXenHost(probe);
+    expect(lines).toContain('ok       libxenevtchn.so.1');
+    expect(lines.filter((line) => line.startsWith('missing')).length).toBe(
+      (probe.isXenDomain ? 0 : 1) +
+        probe.devices.filter((d) => !d.present).length +
+        1 +
+        Object.values(probe.services).filter((s) => !s.available).length,
+    );
   });
 
   const openers = {

@@ -167,7 +167,10 @@ describe('domain destruction', () => {
     mapping.bytes[1] = 8;
     mapping.unmap();
     expect(dom0.grants.liveMappings()).toBe(0);
-    const error = expectXenError(() => dom0.grants.map({ domid: guest.domid, refs: [ref], writable: true }), 'EINVAL');
+    const error = expectXenError(
+      () => dom0.grants.map({ domid: guest.domid, refs: [ref], writable: true }),
+      'EINVAL',
+    );
     expect((error as GrantError).status).toEqual([GNTST_bad_domain]);
   });
 });

@@ -212,6 +212,10 @@ export class SimXenstored {
 
   constructor(options: XenstoredOptions = {}) {
     this.quota = { ...DEFAULT_XENSTORED_QUOTA, ...options.quota };
+    for (const [name, value] of Object.entries(this.quota)) {
+      if (!Number.isInteger(value) || value < 1)
+        throw new XenError('EINVAL', 'xenstore', 'options', `quota ${name} must be a positive integer`);
+    }
     this.log = options.log;
     const dom0 = [{ domid: 0, access: 'none' as const }];
     const node = (children: [string, Node][] = []): Node => ({
