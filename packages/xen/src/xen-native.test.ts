@@ -11,7 +11,13 @@ import {
   openNativeXenServices,
   openNativeXenStore,
 } from './xen-native.js';
-import { bindXenLibrary, describeXenHost, probeXenHost, XEN_LIBRARIES, type XenLibraryName } from './xen-native-libs.js';
+import {
+  bindXenLibrary,
+  describeXenHost,
+  probeXenHost,
+  XEN_LIBRARIES,
+  type XenLibraryName,
+} from './xen-native-libs.js';
 import { startXenstoredServer } from './xenstored-server.js';
 
 describe('native bindings', () => {
