@@ -219,6 +219,26 @@ export function runConformanceSuite(options: ConformanceOptions): void {
           expect(harness.needsReset).toBe(false);
         });
 
+        it("writes only into the request's writable buffers and its own rings", async () => {
+          const harness = await start({ packed });
+          const queue = harness.queue(queueIndex);
+          const regionStart = Number(queue.config.desc - harness.memory.base);
+          const arenaEnd = queue.arena.start + queue.arena.size;
+          const placed = queue.addChain(exercise.request());
+          const before = harness.memory.bytes.slice(regionStart, arenaEnd);
+          harness.kick(queueIndex);
+          await harness.waitForUsed(queueIndex, 1, timeoutMs);
+          const after = harness.memory.bytes.subarray(regionStart, arenaEnd);
+          const allowed = (offset: number) =>
+            offset < queue.arena.start ||
+            placed.buffers.some((b) => b.writable && offset >= b.offset && offset < b.offset + b.length);
+          for (let i = 0; i < after.length; i++) {
+            if (after[i] !== before[i] && !allowed(regionStart + i)) {
+              throw new Error(`the device wrote byte ${regionStart + i} outside its writable buffers`);
+            }
+          }
+        });
+
         it('serves requests across several laps of the ring', async () => {
           const harness = await start({
             packed,
