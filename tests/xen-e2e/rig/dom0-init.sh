@@ -1,0 +1,18 @@
+#!/bin/sh
+# dom0's /init: mount, load the Xen device modules, start xenstored and friends, run the
+# xvio dom0 program (which prints XVIO-PASS/XVIO-FAIL lines), then power off.
+export PATH=/sbin:/bin:/usr/lib/xen-4.17/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t tmpfs tmpfs /run; mkdir -p /run/xen /run/xenstored /var/run/xen /var/lib/xenstored /var/log/xen /tmp
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs; do insmod /lib/modules/$m.ko || echo "XVIO-FAIL insmod $m"; done
+mount -t xenfs xenfs /proc/xen || echo "XVIO-FAIL mount xenfs"
+xenstored --pid-file /run/xenstored.pid
+i=0; while [ ! -S /run/xenstored/socket ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done
+xen-init-dom0 >/dev/null 2>&1 || echo "XVIO-FAIL xen-init-dom0"
+mkdir -p /var/log/xen/console
+xenconsoled --pid-file=/run/xenconsoled.pid --log=none
+echo "XVIO-DOM0-READY $(cut -d' ' -f1 /proc/uptime)"
+cd /opt/xvio && node dom0-xvio.mjs
+echo "XVIO-DOM0-DONE rc=$?"
+echo o > /proc/sysrq-trigger 2>/dev/null
+poweroff -f
