@@ -255,7 +255,9 @@ export function createSimFixture(
   const buffer = (length: number, bufferOptions: BufferOptions = {}): FixtureBuffer => {
     const offset = bufferOptions.straddle
       ? PAGE_SIZE - Math.min(100, Math.max(1, Math.floor(length / 2)))
-      : 64;
+      : bufferOptions.aligned
+        ? 0
+        : 64;
     const pages = Math.max(1, Math.ceil((offset + length) / PAGE_SIZE));
     if (strategy === 'foreign') {
       // The guest uses its RAM as it likes: place the buffer across a chunk boundary when asked.

@@ -1,0 +1,147 @@
+import { XenError } from '@xvio/xen';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeGrantAddress, PAGE_SIZE } from './grant-address.js';
+import type { MemoryRange } from './guest-memory.js';
+import { GuestMemoryError } from './memory-errors.js';
+import { createSimFixture } from './memory-strategy-fixtures.js';
+import { PersistentPoolMemory } from './persistent-pool-memory.js';
+import { encodePoolTable, POOL_TABLE_MAX_REFS } from './pool-table-wire.js';
+
+type Fixture = ReturnType<typeof createSimFixture>;
+
+describe('persistent pool', () => {
+  let fixture: Fixture | undefined;
+
+  afterEach(async () => {
+    await fixture?.close();
+    fixture = undefined;
+  });
+
+  function setup(options: { poolPages?: number; maxPersistentPages?: number } = {}) {
+    fixture = createSimFixture('persistent-pool', { poolPages: options.poolPages ?? 64, ...options });
+    return { fixture, memory: fixture.memory as PersistentPoolMemory };
+  }
+
+  function request(
+    memory: PersistentPoolMemory,
+    address: bigint,
+    length: number,
+    access: MemoryRange['access'] = 'read',
+  ) {
+    return memory.map([{ address, length, access }]);
+  }
+
+  it('maps a pool buffer once and then serves it without a hypervisor call', () => {
+    const { fixture, memory } = setup();
+    const buffer = fixture.buffer(3 * PAGE_SIZE, { aligned: true });
+    buffer.guestWrite(new Uint8Array(3 * PAGE_SIZE).fill(7));
+    request(memory, buffer.address, buffer.length).release();
+    expect(memory.counters.cacheMisses).toBe(3);
+    expect(memory.counters.maps).toBe(3);
+    const calls = memory.counters.calls;
+    for (let i = 0; i < 50; i++) {
+      const mapped = request(memory, buffer.address, buffer.length, i % 2 === 0 ? 'read' : 'write');
+      expect(mapped.segments[0]).toHaveLength(1);
+      expect(mapped.segments[0]?.[0]?.every((value) => value === 7)).toBe(true);
+      mapped.release([0]);
+    }
+    expect(memory.counters.calls).toBe(calls);
+    expect(memory.counters.cacheHits).toBe(150);
+    expect(memory.persistentPages()).toBe(3);
+    expect(fixture.hostMappings()).toBe(1);
+  });
+
+  it('keeps at most maxPersistentPages mapped, evicting the least recently used batch', () => {
+    const { fixture, memory } = setup({ poolPages: 64, maxPersistentPages: 8 });
+    const buffers = Array.from({ length: 6 }, () => fixture.buffer(2 * PAGE_SIZE, { aligned: true }));
+    for (const buffer of buffers) request(memory, buffer.address, buffer.length).release();
+    expect(memory.persistentPages()).toBeLessThanOrEqual(8);
+    expect(memory.counters.evictions).toBe(2);
+    // The two oldest were evicted: using them again misses; the newest still hit.
+    const misses = memory.counters.cacheMisses;
+    request(memory, (buffers[5] as (typeof buffers)[number]).address, 2 * PAGE_SIZE).release();
+    expect(memory.counters.cacheMisses).toBe(misses);
+    request(memory, (buffers[0] as (typeof buffers)[number]).address, 2 * PAGE_SIZE).release();
+    expect(memory.counters.cacheMisses).toBe(misses + 2);
+    expect(memory.persistentPages()).toBeLessThanOrEqual(8);
+    expect(fixture.hostMappings()).toBe(memory.liveMappings());
+  });
+
+  it('never evicts pages a request still uses, and trims once it is released', () => {
+    const { fixture, memory } = setup({ poolPages: 64, maxPersistentPages: 4 });
+    const first = fixture.buffer(3 * PAGE_SIZE, { aligned: true });
+    const second = fixture.buffer(3 * PAGE_SIZE, { aligned: true });
+    const held = request(memory, first.address, first.length, 'write');
+    const other = request(memory, second.address, second.length, 'write');
+    // Both are in use: six pages mapped over a bound of four, and both views stay valid.
+    expect(memory.persistentPages()).toBe(6);
+    held.segments[0]?.[0]?.fill(1);
+    other.segments[0]?.[0]?.fill(2);
+    held.release();
+    other.release();
+    expect(memory.persistentPages()).toBeLessThanOrEqual(4);
+    expect(first.guestRead().every((value) => value === 1)).toBe(true);
+    expect(second.guestRead().every((value) => value === 2)).toBe(true);
+  });
+
+  it('maps buffers outside the pool per request, so the frontend can revoke them after completion', () => {
+    const { fixture, memory } = setup({ poolPages: 4 });
+    const inPool = fixture.buffer(PAGE_SIZE, { aligned: true });
+    const outside = fixture.buffer(PAGE_SIZE, { readOnly: true });
+    outside.guestWrite(new Uint8Array(PAGE_SIZE).fill(9));
+    const mapped = memory.map([
+      { address: inPool.address, length: PAGE_SIZE, access: 'write' },
+      { address: outside.address, length: PAGE_SIZE, access: 'read' },
+    ]);
+    expect(memory.counters.fallbacks).toBe(1);
+    expect(mapped.segments[1]?.[0]?.every((value) => value === 9)).toBe(true);
+    mapped.release([PAGE_SIZE, 0]);
+    for (const ref of outside.refs) fixture.frontend.endAccess(ref);
+    // Pool pages stay mapped until disconnect: revoking one is refused.
+    expect(() => fixture.frontend.endAccess(inPool.refs[0] as number)).toThrow(XenError);
+    memory.unmapAll();
+    fixture.frontend.endAccess(inPool.refs[0] as number);
+    expect(fixture.hostMappings()).toBe(0);
+  });
+
+  it('takes the pool from a pool table the frontend granted', async () => {
+    fixture = createSimFixture('grant-map');
+    const { guest, frontend, backend } = fixture;
+    const frames = Array.from({ length: 8 }, () => guest.allocatePages(1));
+    const first = frontend.grant(frames);
+    const refs = frames.map((_, i) => first + i);
+    const tableFrame = guest.allocatePages(1);
+    encodePoolTable(refs, guest.memory.subarray(tableFrame * PAGE_SIZE, (tableFrame + 1) * PAGE_SIZE));
+    const tableRef = frontend.grant([tableFrame], true);
+    const memory = new PersistentPoolMemory({ grants: backend.grants, domid: guest.domid });
+    expect(memory.loadPoolTable(tableRef)).toBe(8);
+    memory.map([{ address: encodeGrantAddress(first), length: 8 * PAGE_SIZE, access: 'read' }]).release();
+    expect(memory.counters.fallbacks).toBe(0);
+    expect(memory.persistentPages()).toBe(8);
+    // A page that is no table, and a table that claims too many references.
+    expect(() => memory.loadPoolTable(first)).toThrow(RangeError);
+    const bad = encodePoolTable(
+      [],
+      guest.memory.subarray((frames[0] as number) * PAGE_SIZE, ((frames[0] as number) + 1) * PAGE_SIZE),
+    );
+    new DataView(bad.buffer, bad.byteOffset).setUint32(4, POOL_TABLE_MAX_REFS + 1, true);
+    expect(() => memory.loadPoolTable(first)).toThrow(RangeError);
+    expect(() => memory.loadPoolTable(guest.grantEntries - 1)).toThrow(GuestMemoryError);
+    memory.unmapAll();
+    expect(fixture.hostMappings()).toBe(0);
+  });
+
+  it('unmaps pages that leave the pool when the frontend publishes a new one', () => {
+    const { fixture, memory } = setup({ poolPages: 8 });
+    const buffer = fixture.buffer(2 * PAGE_SIZE, { aligned: true });
+    request(memory, buffer.address, buffer.length).release();
+    expect(memory.persistentPages()).toBe(2);
+    memory.setPool([]);
+    expect(memory.persistentPages()).toBe(0);
+    expect(fixture.hostMappings()).toBe(0);
+    // Now outside the pool: per request.
+    request(memory, buffer.address, buffer.length).release();
+    expect(memory.counters.fallbacks).toBe(1);
+    expect(() => memory.setPool([-1])).toThrow(RangeError);
+  });
+});
