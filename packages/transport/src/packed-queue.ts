@@ -199,7 +199,7 @@ export class PackedQueue implements Virtqueue {
   private readAhead(): boolean {
     const ring = this.ring;
     const size = this.size;
-    const limit = size < AHEAD_LIMIT ? size : AHEAD_LIMIT;
+    const limit = Math.min(size, AHEAD_LIMIT);
     let index = this.nextAvail;
     let wrap = this.availWrap;
     let count = 0;

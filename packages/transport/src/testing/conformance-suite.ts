@@ -12,13 +12,7 @@ import {
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from '../virtio-features.js';
-import {
-  STATUS_ACKNOWLEDGE,
-  STATUS_DEVICE_NEEDS_RESET,
-  STATUS_DRIVER,
-  STATUS_DRIVER_OK,
-  STATUS_FEATURES_OK,
-} from '../virtio-status.js';
+import { STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK } from '../virtio-status.js';
 import { type ActivateForTestOptions, activateForTest, type TestHarness } from './activate-for-test.js';
 import { type MalformedRingCase, packedMalformedCases, splitMalformedCases } from './malformed-rings.js';
 import type { MockBuffer, UsedElement } from './mock-buffers.js';
