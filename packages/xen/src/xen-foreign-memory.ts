@@ -14,7 +14,7 @@ export interface ForeignMapping {
   readonly domid: number;
   readonly pages: number;
   readonly writable: boolean;
-  readonly bytes: Uint8Array;
+  readonly bytes: Uint8Array<ArrayBuffer>;
   /** munmap. A second call throws `XenError` `EINVAL`. */
   unmap(): void;
   readonly mapped: boolean;

@@ -28,9 +28,9 @@ export interface GrantMapping {
   /** GNTST_* per op: all GNTST_okay (0) for a mapping that exists. */
   readonly status: readonly number[];
   /** The mapped memory. Do not use after `unmap`. A read-only mapping must not be written. */
-  readonly bytes: Uint8Array;
+  readonly bytes: Uint8Array<ArrayBuffer>;
   /** Page `index` of the batch (a 4096-byte subarray of `bytes`). */
-  page(index: number): Uint8Array;
+  page(index: number): Uint8Array<ArrayBuffer>;
   /** Unmaps the batch. A second call throws `XenError` `EINVAL`, as xengnttab_unmap does for an address it does not know. */
   unmap(): void;
   readonly mapped: boolean;
@@ -62,7 +62,7 @@ export interface SharedGrantPages {
   readonly grantee: number;
   /** One grant reference per page, consecutive pages in `bytes`. */
   readonly refs: readonly number[];
-  readonly bytes: Uint8Array;
+  readonly bytes: Uint8Array<ArrayBuffer>;
   /** Ends access and frees the pages. Throws `XenError` `EBUSY` while the grantee still maps one. */
   unshare(): void;
 }

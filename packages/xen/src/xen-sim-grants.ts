@@ -351,11 +351,11 @@ class SimGrantMapping implements GrantMapping {
     readonly refs: readonly number[],
     readonly writable: boolean,
     readonly status: readonly number[],
-    readonly bytes: Uint8Array,
+    readonly bytes: Uint8Array<ArrayBuffer>,
     private readonly undo: () => void,
   ) {}
 
-  page(index: number): Uint8Array {
+  page(index: number): Uint8Array<ArrayBuffer> {
     if (!Number.isInteger(index) || index < 0 || index >= this.refs.length) {
       throw new RangeError(`page ${index} is outside a mapping of ${this.refs.length} pages`);
     }

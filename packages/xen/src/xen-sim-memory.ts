@@ -21,7 +21,7 @@ export const SIM_PAGE_SIZE = 4096;
 export interface SimPageMapping {
   readonly address: HostAddress;
   readonly length: number;
-  readonly bytes: Uint8Array;
+  readonly bytes: Uint8Array<ArrayBuffer>;
   unmap(): void;
 }
 
@@ -30,7 +30,7 @@ export class SimMemoryFile {
   readonly fd: number;
   readonly size: number;
   /** The owner's view of the whole file (the guest's own RAM view, or Xen's view of a resource). */
-  readonly bytes: Uint8Array;
+  readonly bytes: Uint8Array<ArrayBuffer>;
   readonly dataView: DataView;
   private readonly address: HostAddress;
   private closed = false;

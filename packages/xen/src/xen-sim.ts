@@ -87,7 +87,7 @@ export interface SimDomain {
   readonly vcpuCount: number;
   readonly privileged: boolean;
   /** Guest RAM as the guest sees it (guest-physical address = byte offset). */
-  readonly memory: Uint8Array;
+  readonly memory: Uint8Array<ArrayBuffer>;
   readonly memoryView: DataView;
   readonly ramPages: number;
   /** Number of v1 grant entries. */
@@ -128,7 +128,7 @@ const DEFAULT_MEMORY = 16 * 1024 * 1024;
 
 class SimDomainImpl implements SimDomain, SimGrantDomain {
   readonly memoryFile: SimMemoryFile;
-  readonly memory: Uint8Array;
+  readonly memory: Uint8Array<ArrayBuffer>;
   readonly memoryView: DataView;
   readonly ramPages: number;
   readonly grantEntries: number;
