@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type MmioTransport, mmioRegister as R } from '../src/mmio/index.js';
 import { pciRegister as P, type PciTransport } from '../src/pci/index.js';
 import type { MmioGuestDriver, PciGuestDriver, XenbusGuestDriver } from '../src/testing/drivers/index.js';
-import { VIRTIO_F_VERSION_1 } from '../src/virtio-features.js';
+import { VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1 } from '../src/virtio-features.js';
 import {
   STATUS_ACKNOWLEDGE,
   STATUS_DEVICE_NEEDS_RESET,
@@ -13,6 +13,7 @@ import {
   STATUS_FEATURES_OK,
 } from '../src/virtio-status.js';
 import {
+  XENBUS_STATE_CLOSED,
   XENBUS_STATE_CLOSING,
   XENBUS_STATE_CONNECTED,
   XENBUS_STATE_INIT_WAIT,
@@ -236,7 +237,10 @@ describe('virtio-xenbus against a hostile frontend', () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     await backend.settled();
     expect(await backendState()).toBe(XENBUS_STATE_INIT_WAIT);
-    await store.write(`${paths.frontend}/driver-features`, (VIRTIO_F_VERSION_1 | (1n << 60n)).toString(16));
+    await store.write(
+      `${paths.frontend}/driver-features`,
+      (VIRTIO_F_VERSION_1 | VIRTIO_F_ACCESS_PLATFORM | (1n << 60n)).toString(16),
+    );
     await store.write(`${paths.frontend}/event-channel`, '1');
     await store.write(`${paths.frontend}/state`, String(XENBUS_STATE_INITIALISED));
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -246,9 +250,22 @@ describe('virtio-xenbus against a hostile frontend', () => {
     expect(backend.counters.refused).toBe(2);
   });
 
-  it('refuses an event channel it cannot bind', async () => {
+  it('refuses a driver without VIRTIO_F_ACCESS_PLATFORM when it only reaches grants', async () => {
     const { store, paths, backend, backendState } = await manualFrontend();
     await store.write(`${paths.frontend}/driver-features`, VIRTIO_F_VERSION_1.toString(16));
+    await store.write(`${paths.frontend}/state`, String(XENBUS_STATE_INITIALISED));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await backend.settled();
+    expect(await backendState()).toBe(XENBUS_STATE_CLOSING);
+    expect(await store.read(`${paths.backend}/error`)).toMatch(/lacks VIRTIO_F_ACCESS_PLATFORM/);
+  });
+
+  it('refuses an event channel it cannot bind', async () => {
+    const { store, paths, backend, backendState } = await manualFrontend();
+    await store.write(
+      `${paths.frontend}/driver-features`,
+      (VIRTIO_F_VERSION_1 | VIRTIO_F_ACCESS_PLATFORM).toString(16),
+    );
     await store.write(`${paths.frontend}/event-channel`, '4000');
     await store.write(`${paths.frontend}/state`, String(XENBUS_STATE_INITIALISED));
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -281,5 +298,20 @@ describe('virtio-xenbus against a hostile frontend', () => {
     expect(decode(used.written[0]!.subarray(8))).toBe('bACK');
     await driver.remove();
     await second.close();
+  });
+});
+
+describe('virtio-xenbus device removal', () => {
+  it('closes both ends when the toolstack sets online to 0', async () => {
+    rig = await createRig('xenbus', 'grant-map');
+    const driver = rig.driver as XenbusGuestDriver;
+    const backend = rig.transport as XenbusBackend;
+    await rig.fixture.dom0.store.write(`${backend.paths.backend}/online`, '0');
+    for (let i = 0; i < 200 && (await driver.backendState()) !== XENBUS_STATE_CLOSED; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(await driver.backendState()).toBe(XENBUS_STATE_CLOSED);
+    expect(driver.removedByBackend).toBe(true);
+    expect(rig.memory.liveMappings()).toBe(0);
   });
 });

@@ -2,7 +2,7 @@ import type { GuestMemory } from '@xvio/grant-pool';
 import type { EventChannel, SharedGrantPages, XenServices, XenStoreWatch } from '@xvio/xen';
 import { DeviceController } from '../device-controller.js';
 import type { VirtioDevice } from '../virtio-device.js';
-import { VIRTIO_F_RING_PACKED } from '../virtio-features.js';
+import { hasFeature, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_RING_PACKED } from '../virtio-features.js';
 import { STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK } from '../virtio-status.js';
 import {
   parseXenbusState,
@@ -205,6 +205,9 @@ export class XenbusBackend {
       await store.watch(`${this.paths.frontend}/${KEY_CONFIG_WRITE}`, {
         onEvent: () => this.schedule(() => this.configWrite()),
       }),
+      await store.watch(`${this.paths.backend}/online`, {
+        onEvent: () => this.schedule(() => this.onlineChanged()),
+      }),
     );
   }
 
@@ -220,6 +223,25 @@ export class XenbusBackend {
   private async setState(state: XenbusState): Promise<void> {
     this.state = state;
     await this.options.services.store.write(`${this.paths.backend}/state`, String(state));
+  }
+
+  /** The toolstack removes the device with `online` = 0: ask the frontend to close (X.10). */
+  private async onlineChanged(): Promise<void> {
+    if (this.closed) return;
+    const online = await this.options.services.store.tryRead(`${this.paths.backend}/online`);
+    if (online !== '0') return;
+    if (this.state === XENBUS_STATE_CONNECTED) {
+      await this.setState(XENBUS_STATE_CLOSING);
+    } else if (this.state !== XENBUS_STATE_CLOSED) {
+      this.disconnect();
+      await this.setState(XENBUS_STATE_CLOSED);
+    }
+  }
+
+  private get removed(): Promise<boolean> {
+    return this.options.services.store
+      .tryRead(`${this.paths.backend}/online`)
+      .then((online) => online === '0');
   }
 
   private async frontendChanged(): Promise<void> {
@@ -242,9 +264,14 @@ export class XenbusBackend {
         return;
       case XENBUS_STATE_CLOSED:
       case XENBUS_STATE_INITIALISING:
-        // The frontend is gone or starts over: be ready for it again (spec: reconnect).
+        // The frontend is gone or starts over: be ready for it again (spec: reconnect), unless
+        // the toolstack is removing the device.
         if (this.state === XENBUS_STATE_CONNECTED) this.disconnect();
-        if (this.state !== XENBUS_STATE_INIT_WAIT) await this.setState(XENBUS_STATE_INIT_WAIT);
+        if (await this.removed) {
+          if (this.state !== XENBUS_STATE_CLOSED) await this.setState(XENBUS_STATE_CLOSED);
+        } else if (this.state !== XENBUS_STATE_INIT_WAIT) {
+          await this.setState(XENBUS_STATE_INIT_WAIT);
+        }
         return;
       default:
         return;
@@ -265,6 +292,11 @@ export class XenbusBackend {
     };
     const features = parseFeatures(await read(KEY_DRIVER_FEATURES));
     if (features === undefined) return refuse('driver-features is missing or malformed');
+    // X.4.1: a backend that only reaches granted memory needs VIRTIO_F_ACCESS_PLATFORM.
+    const platform = this.options.platformFeatures ?? 0n;
+    if (hasFeature(platform, VIRTIO_F_ACCESS_PLATFORM) && !hasFeature(features, VIRTIO_F_ACCESS_PLATFORM)) {
+      return refuse(`features-rejected: ${formatFeatures(features)} lacks VIRTIO_F_ACCESS_PLATFORM`);
+    }
     const controller = this.controller;
     controller.reset();
     controller.setStatus(STATUS_ACKNOWLEDGE);

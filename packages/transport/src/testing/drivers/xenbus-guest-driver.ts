@@ -81,6 +81,8 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
   private configWriteSequence = 0;
   private lastGeneration = 0;
   reconnects = 0;
+  /** The backend closed the device (toolstack removal). */
+  removedByBackend = false;
   /** Resolves after each automatic reconnection. */
   private reconnectWaiters: (() => void)[] = [];
   private reconnecting = false;
@@ -140,8 +142,15 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
   }
 
   private async backendChanged(): Promise<void> {
-    if (this.reconnecting || this.xenbus.autoReconnect === false) return;
+    if (this.reconnecting) return;
     const state = await this.backendState();
+    // Device removal (X.10): the backend asks us to close; answer Closing and let it finish.
+    if (state === XENBUS_STATE_CLOSING && (await this.frontendState()) === XENBUS_STATE_CONNECTED) {
+      await this.setState(XENBUS_STATE_CLOSING);
+      this.removedByBackend = true;
+      return;
+    }
+    if (this.xenbus.autoReconnect === false) return;
     // A backend back in InitWait while we are connected has restarted: set up again
     // (spec: "Backend restart"). Requests in flight are lost and must be resubmitted.
     if (state === XENBUS_STATE_INIT_WAIT && (await this.frontendState()) === XENBUS_STATE_CONNECTED) {
