@@ -52,6 +52,7 @@ describe('event channels', () => {
     frontend.notify();
     await tick();
     expect(count).toBe(1);
+    expect(sim.eventChannelBits(0, backend.localPort)).toEqual({ pending: true, masked: true });
     backend.unmask();
     await tick();
     expect(count).toBe(2);

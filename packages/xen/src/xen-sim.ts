@@ -119,6 +119,8 @@ export interface XenSimulator {
   onInterrupt(listener: (event: InterruptEvent) => void): () => void;
   /** ioreqs that vCPUs wait for, older than `minAgeMs` (an unanswered ioreq blocks a vCPU for good). */
   unansweredIoreqs(minAgeMs?: number): SimPendingIoreq[];
+  /** The pending and mask bits of a domain's event channel port (undefined when not bound). */
+  eventChannelBits(domid: number, port: number): { pending: boolean; masked: boolean } | undefined;
   /** Counters: event notifications, unclaimed accesses. */
   readonly stats: { readonly eventsSent: number; readonly unclaimedAccesses: number };
   close(): Promise<void>;
@@ -598,6 +600,10 @@ class XenSimulatorImpl implements XenSimulator {
   onInterrupt(listener: (event: InterruptEvent) => void): () => void {
     this.interruptListeners.add(listener);
     return () => this.interruptListeners.delete(listener);
+  }
+
+  eventChannelBits(domid: number, port: number): { pending: boolean; masked: boolean } | undefined {
+    return this.events.bits(domid, port);
   }
 
   unansweredIoreqs(minAgeMs = 0): SimPendingIoreq[] {
