@@ -2,21 +2,59 @@ import { describe, expect, it } from 'vitest';
 import { createDeviceRegistry, createWorkspaceRegistry } from './device-registry.js';
 import { runForTest } from './testing/run-cli.js';
 
+function summaryRows(stdout: string, count: number): string[][] {
+  const lines = stdout.split('\n');
+  const header = lines.findIndex((line) => line.startsWith('guest   device'));
+  expect(header).toBeGreaterThan(0);
+  return lines.slice(header + 1, header + 1 + count).map((line) => line.split(/\s{2,}/));
+}
+
 describe('xvio demo', () => {
-  it('serves rng to two guests for a second and prints the summary', async () => {
-    const result = await runForTest(['demo', '--seconds', '1', '--devices', 'rng', '--no-live'], {
-      registry: createWorkspaceRegistry(),
-    });
+  it('serves console, rng and net to two simulated guests over PCI and XenBus', async () => {
+    const result = await runForTest(['--log-level', 'warn', 'demo', '--seconds', '2', '--no-live']);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     expect(result.stdout).toContain(
-      '  guest1: in-process driver, split rings in test memory (no transport)\n',
+      '  guest1: HVM domain, virtio-pci (MSI-X) over an ioreq server, grant map per request (Linux grant DMA)\n',
     );
-    const lines = result.stdout.split('\n');
-    const header = lines.findIndex((line) => line.startsWith('guest   device'));
-    expect(header).toBeGreaterThan(0);
-    const rows = lines.slice(header + 1, header + 3).map((line) => line.split(/\s{2,}/));
-    for (const [index, row] of rows.entries()) {
+    expect(result.stdout).toContain(
+      '  guest2: PV domain, virtio over XenBus (event channels), persistent grant pool\n',
+    );
+    const rows = summaryRows(result.stdout, 6);
+    expect(rows.map((row) => row[1])).toEqual([
+      'guest1-console0',
+      'guest2-console0',
+      'guest1-rng0',
+      'guest2-rng0',
+      'guest1-net0',
+      'guest2-net0',
+    ]);
+    for (const row of rows) {
+      expect(Number(row[2])).toBeGreaterThan(0); // requests
+      expect(row[6]).toBe('0'); // faults
+      expect(row[7]).toBe('0'); // needs-reset
+      expect(row[9]).toBe('running');
+    }
+    // Each guest received frames the other sent through the switch.
+    expect(rows[4]![3]).not.toBe('0 B');
+    expect(rows[5]![3]).not.toBe('0 B');
+    expect(rows[0]![8]).toMatch(/^grant-map \(\d+\)$/);
+    expect(rows[1]![8]).toMatch(/^persistent-pool \(\d+\)$/);
+  }, 60_000);
+
+  it('serves rng to two in-process guests and prints the summary', async () => {
+    const result = await runForTest(
+      ['demo', '--seconds', '1', '--devices', 'rng', '--no-live', '--guests', 'in-process'],
+      {
+        registry: createWorkspaceRegistry(),
+      },
+    );
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      '  guest1: in-process driver, split rings in test memory (no transport, no Xen)\n',
+    );
+    for (const [index, row] of summaryRows(result.stdout, 2).entries()) {
       expect(row[0]).toBe(`guest${index + 1}`);
       expect(row[1]).toBe(`guest${index + 1}-rng0`);
       expect(Number(row[2])).toBeGreaterThan(0); // requests
@@ -24,7 +62,8 @@ describe('xvio demo', () => {
       expect(row[4]).toBe('-'); // rng: the guest sends nothing
       expect(row[6]).toBe('0'); // faults
       expect(row[7]).toBe('0'); // needs-reset
-      expect(row[8]).toBe('running');
+      expect(row[8]).toMatch(/^test \(\d+\)$/);
+      expect(row[9]).toBe('running');
     }
   });
 
@@ -48,6 +87,10 @@ describe('xvio demo', () => {
     const seconds = await runForTest(['demo', '--seconds', 'ten']);
     expect(seconds.stderr).toBe(
       "error: option '--seconds <n>' argument 'ten' is invalid. expected an integer in 1..86400.\n(run 'xvio demo --help' for usage)\n",
+    );
+    const guests = await runForTest(['demo', '--guests', 'kvm']);
+    expect(guests.stderr).toBe(
+      "error: option '--guests <kind>' argument 'kvm' is invalid. Allowed choices are sim, in-process.\n(run 'xvio demo --help' for usage)\n",
     );
   });
 });

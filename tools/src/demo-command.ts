@@ -1,10 +1,16 @@
-import { STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER_OK, type VirtioDevice } from '@xvio/transport';
+import {
+  type DeviceController,
+  STATUS_DEVICE_NEEDS_RESET,
+  STATUS_DRIVER_OK,
+  type VirtioDevice,
+} from '@xvio/transport';
 import { seededRandom } from '@xvio/transport/testing';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import type { CommandModule, OutputStream } from './cli-context.js';
 import { CliError, describeError } from './cli-errors.js';
 import { deviceLogger } from './cli-logger.js';
-import { MockGuestDevice, type QueueWorkload } from './demo-guest-driver.js';
+import { MockGuestDevice } from './demo-guest-driver.js';
+import { loadSimModules, SIM_GUESTS, SimDemo, type SimDeviceRequest } from './demo-sim.js';
 import {
   CONSOLE_DEMO_REFUSED_FEATURES,
   consoleWorkloads,
@@ -12,6 +18,7 @@ import {
   NET_DEMO_REFUSED_FEATURES,
   netWorkloads,
   newGuestCounters,
+  type QueueWorkload,
   rngWorkloads,
 } from './demo-workloads.js';
 import { type DeviceName, parseDeviceList } from './device-registry.js';
@@ -20,20 +27,23 @@ import { parseIntegerOption } from './run-command.js';
 
 const DEMO_DEVICES: readonly DeviceName[] = ['console', 'rng', 'net'];
 
-/** What each guest runs over: said in the output, so nobody mistakes the demo for more than it is. */
-const GUEST_SETUPS = [
-  { name: 'guest1', over: 'in-process driver, split rings in test memory (no transport)' },
-  { name: 'guest2', over: 'in-process driver, split rings in test memory (no transport)' },
+/** What each guest runs over without the simulator: said in the output, so nobody mistakes it for more. */
+const IN_PROCESS_GUESTS = [
+  { name: 'guest1', over: 'in-process driver, split rings in test memory (no transport, no Xen)' },
+  { name: 'guest2', over: 'in-process driver, split rings in test memory (no transport, no Xen)' },
 ] as const;
 
 interface DemoDevice {
   readonly guest: string;
   readonly kind: DeviceName;
-  readonly over: string;
-  readonly driver: MockGuestDevice;
+  readonly device: VirtioDevice;
+  /** The backend's controller (status, faults, NEEDS_RESET). */
+  controller: DeviceController | undefined;
   readonly counters: GuestCounters;
   readonly sent: GuestCounters | undefined;
   started: boolean;
+  /** Why the guest's driver stopped early. */
+  failure: () => string | undefined;
 }
 
 interface DemoOptions {
@@ -41,6 +51,7 @@ interface DemoOptions {
   devices: DeviceName[];
   live: boolean;
   metricsPort?: number;
+  guests: 'sim' | 'in-process';
 }
 
 const GUEST_MACS = ['52:54:00:00:00:01', '52:54:00:00:00:02'] as const;
@@ -101,7 +112,7 @@ function deviceConfig(kind: DeviceName, guest: string, index: number): Record<st
 }
 
 export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024) return `${Math.round(bytes)} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes / 1024;
   let unit = 0;
@@ -121,6 +132,7 @@ interface Row {
   rate: string;
   faults: string;
   needsReset: string;
+  memory: string;
   status: string;
 }
 
@@ -134,6 +146,7 @@ function table(rows: readonly Row[]): string {
     rate: 'rate',
     faults: 'faults',
     needsReset: 'needs-reset',
+    memory: 'memory (maps)',
     status: 'status',
   };
   const all = [header, ...rows];
@@ -150,8 +163,9 @@ function table(rows: readonly Row[]): string {
 }
 
 function statusText(entry: DemoDevice): string {
-  if (!entry.started) return 'did not start';
-  const status = entry.driver.controller.status;
+  if (!entry.started || !entry.controller) return 'did not start';
+  if (entry.failure()) return 'driver stopped';
+  const status = entry.controller.status;
   if (status & STATUS_DEVICE_NEEDS_RESET) return 'needs reset';
   if (status & STATUS_DRIVER_OK) return 'running';
   return status === 0 ? 'reset' : 'starting';
@@ -159,18 +173,21 @@ function statusText(entry: DemoDevice): string {
 
 function rows(devices: readonly DemoDevice[], seconds: number): Row[] {
   return devices.map((entry) => {
-    const metrics = entry.driver.controller.metrics;
+    const metrics = entry.controller?.metrics ?? { faults: 0, needsReset: 0 };
     const bytesOut = entry.sent?.bytes ?? 0;
     const total = entry.counters.bytes + bytesOut;
     return {
       guest: entry.guest,
-      device: entry.driver.device.name,
+      device: entry.device.name,
       requests: String(entry.counters.requests + (entry.sent?.requests ?? 0)),
       bytesIn: formatBytes(entry.counters.bytes),
       bytesOut: entry.sent ? formatBytes(bytesOut) : '-',
       rate: `${formatBytes(seconds > 0 ? total / seconds : 0)}/s`,
       faults: String(metrics.faults + entry.counters.errors + (entry.sent?.errors ?? 0)),
       needsReset: String(metrics.needsReset),
+      memory: entry.controller
+        ? `${entry.controller.memory.kind} (${entry.controller.memory.counters.maps})`
+        : '-',
       status: statusText(entry),
     };
   });
@@ -217,83 +234,135 @@ export const demoCommand: CommandModule = {
         'serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)',
         parseIntegerOption('--metrics-port', 0, 65535),
       )
+      .addOption(
+        new Option(
+          '--guests <kind>',
+          'sim: guests on the Xen simulator over real transports; in-process: no Xen',
+        )
+          .choices(['sim', 'in-process'])
+          .default('sim'),
+      )
       .action(async (options: DemoOptions) => {
         const { context, log, shutdown } = runtime();
-        const kinds = options.devices;
         const out: OutputStream = context.stdout;
-        out.write('xvio demo: one backend serving devices to two guests\n');
-        for (const guest of GUEST_SETUPS) out.write(`  ${guest.name}: ${guest.over}\n`);
-        if (kinds.includes('net'))
-          out.write("  net: both guests' ports on one in-process switch (frames cross it)\n");
+        let sim: SimDemo | undefined;
+        let guests: readonly { name: string; over: string }[] = IN_PROCESS_GUESTS;
+        const notes: string[] = [];
+        if (options.guests === 'sim') {
+          const { modules, missing } = await loadSimModules();
+          if (modules) {
+            sim = new SimDemo(modules);
+            guests = SIM_GUESTS;
+          } else {
+            notes.push(
+              `  simulated guests: not available in this build (missing ${missing.join('; ')}); using in-process drivers`,
+            );
+          }
+        }
+        out.write(
+          `xvio demo: one backend (dom0) serving devices to two guests${sim ? ' on the Xen simulator' : ''}\n`,
+        );
+        for (const guest of guests) out.write(`  ${guest.name}: ${guest.over}\n`);
+        if (options.devices.includes('net'))
+          out.write("  net: both guests' ports on one switch in the backend (frames cross it)\n");
         const devices: DemoDevice[] = [];
         const metrics = new XvioMetrics();
-        const unavailable: string[] = [];
-        for (const kind of kinds) {
+        const simRequests: SimDeviceRequest[] = [];
+        const mockDrivers: { entry: DemoDevice; driver: MockGuestDevice }[] = [];
+        for (const kind of options.devices) {
           let loaded: Awaited<ReturnType<typeof context.registry.load>>;
           try {
             loaded = await context.registry.load(kind);
           } catch (error) {
-            unavailable.push(
-              `  ${kind}: ${CliError.isInstance(error) ? error.message : describeError(error)}`,
-            );
+            notes.push(`  ${kind}: ${CliError.isInstance(error) ? error.message : describeError(error)}`);
             continue;
           }
-          for (const [index, guest] of GUEST_SETUPS.entries()) {
+          for (const [index, guest] of guests.entries()) {
             const counters = newGuestCounters();
             const workloads = workloadsFor(kind, counters, index, 1000 * (index + 1));
             if (!workloads) {
-              if (index === 0) unavailable.push(`  ${kind}: the demo has no guest driver for it yet`);
+              if (index === 0) notes.push(`  ${kind}: the demo has no guest driver for it yet`);
               continue;
             }
-            let device: VirtioDevice;
-            try {
-              device = loaded.create(deviceConfig(kind, guest.name, index));
-            } catch (error) {
-              throw new CliError(
-                'device-unavailable',
-                `device ${kind} failed to start: ${describeError(error)}`,
-              );
-            }
-            const driver = new MockGuestDevice(device, workloads.queues, {
-              seed: 7 * (index + 1),
-              ...(workloads.refuse !== undefined ? { refuse: workloads.refuse } : {}),
-            });
-            const deviceLog = deviceLogger(log, device.name);
-            devices.push({
+            const device = loaded.create(deviceConfig(kind, guest.name, index));
+            const entry: DemoDevice = {
               guest: guest.name,
               kind,
-              over: guest.over,
-              driver,
+              device,
+              controller: undefined,
               counters,
               sent: workloads.sent,
               started: false,
-            });
-            metrics.add(controllerSource(guest.name, driver.controller));
-            deviceLog.debug({ over: guest.over }, 'device created');
+              failure: () => undefined,
+            };
+            devices.push(entry);
+            deviceLogger(log, device.name).debug({ over: guest.over }, 'device created');
+            if (sim) {
+              simRequests.push({
+                guest: index,
+                device,
+                workloads: workloads.queues,
+                refuse: workloads.refuse ?? 0n,
+              });
+            } else {
+              const driver = new MockGuestDevice(device, workloads.queues, {
+                seed: 7 * (index + 1),
+                ...(workloads.refuse !== undefined ? { refuse: workloads.refuse } : {}),
+              });
+              entry.controller = driver.controller;
+              mockDrivers.push({ entry, driver });
+            }
           }
         }
-        if (unavailable.length > 0) out.write(`not in this demo:\n${unavailable.join('\n')}\n`);
+        if (notes.length > 0) out.write(`not in this demo:\n${notes.join('\n')}\n`);
         if (devices.length === 0) {
           throw new CliError('device-unavailable', 'none of the demo devices is available in this build');
         }
+        if (sim) {
+          const machine = sim;
+          shutdown.add('simulated machine', () => machine.stop());
+          await machine.start(simRequests, (error) =>
+            log.warn({ err: error }, 'transport reported an error'),
+          );
+          // SimDemo lists its devices in the order it started them: PCI guest first, then XenBus.
+          const order = [
+            ...simRequests.filter((r) => r.guest === 0),
+            ...simRequests.filter((r) => r.guest === 1),
+          ];
+          for (const [position, request] of order.entries()) {
+            const entry = devices.find((candidate) => candidate.device === request.device)!;
+            const served = machine.devices[position]!;
+            entry.controller = served.controller;
+            entry.started = true;
+            entry.failure = () => served.failure;
+          }
+        } else {
+          for (const { entry, driver } of mockDrivers) {
+            entry.started = driver.start();
+            shutdown.add(`${entry.guest} ${entry.device.name}`, () => driver.stop());
+            if (!entry.started) log.error({ device: entry.device.name }, 'device did not start');
+          }
+        }
+        for (const entry of devices)
+          if (entry.controller) metrics.add(controllerSource(entry.guest, entry.controller));
         if (options.metricsPort !== undefined) {
           const server = await serveMetrics(metrics, options.metricsPort);
           shutdown.add('metrics server', () => server.close());
           out.write(`metrics: http://127.0.0.1:${server.port}/metrics\n`);
         }
-        for (const entry of devices) {
-          entry.started = entry.driver.start();
-          shutdown.add(`${entry.guest} ${entry.driver.device.name}`, () => entry.driver.stop());
-          if (!entry.started) log.error({ device: entry.driver.device.name }, 'device did not start');
-        }
         if (context.handleSignals) shutdown.install();
         const stop = shutdown.whenStopRequested();
         const started = performance.now();
         const live = options.live && out.isTTY === true;
+        if (options.seconds === undefined) out.write('running: Ctrl-C stops and prints the summary\n');
         let drawn = 0;
         const deadline =
           options.seconds === undefined ? Number.POSITIVE_INFINITY : started + options.seconds * 1000;
-        while (!shutdown.stopping && performance.now() < deadline) {
+        let stopRequested = false;
+        void stop.then(() => {
+          stopRequested = true;
+        });
+        while (!stopRequested && performance.now() < deadline) {
           await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
           if (live) {
             const text = table(rows(devices, (performance.now() - started) / 1000));
@@ -301,20 +370,28 @@ export const demoCommand: CommandModule = {
             out.write(text);
             drawn = text.split('\n').length - 1;
           }
-          if (await Promise.race([stop.then(() => true), Promise.resolve(false)])) break;
         }
         const elapsed = (performance.now() - started) / 1000;
         const summary = table(rows(devices, elapsed));
-        for (const entry of devices) entry.driver.stop();
-        if (live && drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
-        out.write(
-          `\nsummary after ${elapsed.toFixed(1)} s (counted by the guests' drivers; faults include the device's):\n`,
-        );
-        out.write(summary);
+        const failures = devices.flatMap((entry) => {
+          const failure = entry.failure();
+          return failure ? [`  ${entry.guest} ${entry.device.name}: ${failure}`] : [];
+        });
         const faulted = devices.filter(
           (entry) =>
-            !entry.started || entry.driver.controller.metrics.faults > 0 || entry.counters.errors > 0,
+            !entry.started ||
+            entry.failure() !== undefined ||
+            (entry.controller?.metrics.faults ?? 0) > 0 ||
+            entry.counters.errors > 0 ||
+            (entry.sent?.errors ?? 0) > 0,
         );
+        await shutdown.run();
+        if (live && drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
+        out.write(
+          `\nsummary after ${elapsed.toFixed(1)} s (counted by the guests' drivers; faults include the backend's):\n`,
+        );
+        out.write(summary);
+        if (failures.length > 0) out.write(`guest drivers that stopped:\n${failures.join('\n')}\n`);
         if (faulted.length > 0) {
           out.write(`${faulted.length} device(s) faulted\n`);
           runtime().exitCode = 1;

@@ -11,21 +11,8 @@ import {
   VIRTIO_F_VERSION_1,
   type VirtioDevice,
 } from '@xvio/transport';
-import {
-  type MockBuffer,
-  MockSplitQueue,
-  type PlacedBuffer,
-  type UsedElement,
-} from '@xvio/transport/testing';
-
-/** What a guest driver does on one queue: keeps `depth` chains posted, and consumes completions. */
-export interface QueueWorkload {
-  readonly depth: number;
-  /** The buffers of the next chain to post, or undefined when there is nothing to post now. */
-  next(): MockBuffer[] | undefined;
-  /** One used element came back; `buffers` are where its buffers sit in guest memory. */
-  complete(used: UsedElement, buffers: readonly PlacedBuffer[], memory: TestMemory): void;
-}
+import { type MockBuffer, MockSplitQueue, type PlacedBuffer } from '@xvio/transport/testing';
+import type { DemoBuffer, QueueWorkload } from './demo-workloads.js';
 
 export interface MockGuestOptions {
   /** Guest entries per queue (a power of two). */
@@ -51,7 +38,7 @@ export class MockGuestDevice {
   readonly memory: TestMemory;
   readonly queues: (MockSplitQueue | undefined)[] = [];
   readonly completions: number[];
-  private readonly inFlight: Map<number, PlacedBuffer[]>[];
+  private readonly inFlight: Map<number, { request: DemoBuffer[]; placed: PlacedBuffer[] }>[];
   private readonly scheduled = new Set<number>();
   private stopped = false;
   private timer: ReturnType<typeof setInterval> | undefined;
@@ -132,10 +119,20 @@ export class MockGuestDevice {
     const workload = this.workloads[queueIndex];
     if (!queue || !workload || this.stopped) return;
     for (const used of queue.takeUsed()) {
-      const buffers = this.inFlight[queueIndex]!.get(used.id);
+      const entry = this.inFlight[queueIndex]!.get(used.id);
       this.inFlight[queueIndex]!.delete(used.id);
       this.completions[queueIndex]!++;
-      if (buffers) workload.complete(used, buffers, this.memory);
+      if (!entry) continue;
+      // The driver reads what the device wrote: the used length, across the writable buffers.
+      let remaining = used.length;
+      const written: Uint8Array[] = [];
+      for (const buffer of entry.placed) {
+        if (!buffer.writable) continue;
+        const length = Math.min(remaining, buffer.length);
+        written.push(this.memory.bytes.subarray(buffer.offset, buffer.offset + length));
+        remaining -= length;
+      }
+      workload.complete({ length: used.length, written }, entry.request);
     }
     this.refill(queueIndex);
   }
@@ -147,10 +144,13 @@ export class MockGuestDevice {
     const inFlight = this.inFlight[queueIndex]!;
     let posted = 0;
     while (inFlight.size < Math.min(workload.depth, queue.size) && queue.freeCount > 0) {
-      const buffers = workload.next();
-      if (!buffers) break;
+      const request = workload.next();
+      if (!request) break;
+      const buffers: MockBuffer[] = request.map((buffer) =>
+        'data' in buffer ? { data: buffer.data } : { writable: true, length: buffer.writable },
+      );
       const { head, buffers: placed } = queue.addChain(buffers);
-      inFlight.set(head, placed);
+      inFlight.set(head, { request, placed });
       posted++;
     }
     if (posted > 0) this.controller.kick(queueIndex);

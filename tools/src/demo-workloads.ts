@@ -1,12 +1,27 @@
-import type { TestMemory } from '@xvio/grant-pool';
-import type { MockBuffer, PlacedBuffer, UsedElement } from '@xvio/transport/testing';
-import type { QueueWorkload } from './demo-guest-driver.js';
+/** A buffer a guest driver posts: device-readable data, or room the device may write. */
+export type DemoBuffer = { readonly data: Uint8Array } | { readonly writable: number };
+
+/** One completed chain as the guest driver sees it. */
+export interface Completion {
+  /** The used element's length: bytes the device says it wrote. */
+  readonly length: number;
+  /** What the device wrote, one view per writable buffer. */
+  readonly written: readonly Uint8Array[];
+}
+
+/** What a guest driver does on one queue: keeps `depth` chains posted and consumes completions. */
+export interface QueueWorkload {
+  readonly depth: number;
+  /** The buffers of the next chain to post, or undefined when there is nothing to post now. */
+  next(): DemoBuffer[] | undefined;
+  complete(completion: Completion, request: readonly DemoBuffer[]): void;
+}
 
 /** What a guest's driver counted for one device (the guest's view, next to the device's own metrics). */
 export interface GuestCounters {
   requests: number;
   bytes: number;
-  /** Completions the guest found wrong (e.g. a used length beyond its buffer). */
+  /** Completions the guest found wrong (a used length beyond its buffers, a frame it never sent). */
   errors: number;
 }
 
@@ -14,8 +29,12 @@ export function newGuestCounters(): GuestCounters {
   return { requests: 0, bytes: 0, errors: 0 };
 }
 
-function writableLength(buffers: readonly PlacedBuffer[]): number {
-  return buffers.reduce((sum, buffer) => sum + (buffer.writable ? buffer.length : 0), 0);
+function writableLength(request: readonly DemoBuffer[]): number {
+  return request.reduce((sum, buffer) => sum + ('writable' in buffer ? buffer.writable : 0), 0);
+}
+
+function readableLength(request: readonly DemoBuffer[]): number {
+  return request.reduce((sum, buffer) => sum + ('data' in buffer ? buffer.data.length : 0), 0);
 }
 
 /**
@@ -27,11 +46,11 @@ export function rngWorkloads(counters: GuestCounters, random: () => number): Que
   return [
     {
       depth: 16,
-      next: (): MockBuffer[] => [{ writable: true, length: sizes[Math.floor(random() * sizes.length)]! }],
-      complete: (used: UsedElement, buffers: readonly PlacedBuffer[], _memory: TestMemory) => {
+      next: () => [{ writable: sizes[Math.floor(random() * sizes.length)]! }],
+      complete: (completion, request) => {
         counters.requests++;
-        if (used.length > writableLength(buffers)) counters.errors++;
-        else counters.bytes += used.length;
+        if (completion.length > writableLength(request)) counters.errors++;
+        else counters.bytes += completion.length;
       },
     },
   ];
@@ -41,7 +60,7 @@ export function rngWorkloads(counters: GuestCounters, random: () => number): Que
 const NET_HEADER_SIZE = 12;
 /** A local-experimental EtherType (IEEE 802): the demo's frames mean nothing to anyone else. */
 const DEMO_ETHERTYPE = 0x88b5;
-/** Device feature bits 0-23 the demo's driver leaves alone except MAC (5) and STATUS (16). */
+/** Device feature bits 0-23 the demo's net driver refuses: all but MAC (5) and STATUS (16). */
 export const NET_DEMO_REFUSED_FEATURES = ((1n << 24n) - 1n) & ~((1n << 5n) | (1n << 16n));
 
 export function macBytes(text: string): Uint8Array {
@@ -76,25 +95,29 @@ export function netWorkloads(
   return [
     {
       depth: 64,
-      next: (): MockBuffer[] => [{ writable: true, length: NET_HEADER_SIZE + 1514 }],
-      complete: (used: UsedElement, buffers: readonly PlacedBuffer[], memory: TestMemory) => {
+      next: () => [{ writable: NET_HEADER_SIZE + 1514 }],
+      complete: (completion, request) => {
         counters.requests++;
-        if (used.length < NET_HEADER_SIZE + 14 || used.length > writableLength(buffers)) {
+        const first = completion.written[0];
+        if (
+          completion.length < NET_HEADER_SIZE + 14 ||
+          completion.length > writableLength(request) ||
+          !first
+        ) {
           counters.errors++;
           return;
         }
-        const first = buffers[0]!;
-        const ethertype = memory.dataView.getUint16(first.offset + NET_HEADER_SIZE + 12);
+        const ethertype = (first[NET_HEADER_SIZE + 12]! << 8) | first[NET_HEADER_SIZE + 13]!;
         if (ethertype !== DEMO_ETHERTYPE) counters.errors++;
-        else counters.bytes += used.length - NET_HEADER_SIZE;
+        else counters.bytes += completion.length - NET_HEADER_SIZE;
       },
     },
     {
       depth: 32,
-      next: (): MockBuffer[] => [{ data: frame() }],
-      complete: (_used: UsedElement, buffers: readonly PlacedBuffer[]) => {
+      next: () => [{ data: frame() }],
+      complete: (_completion, request) => {
         sent.requests++;
-        sent.bytes += (buffers[0]?.length ?? NET_HEADER_SIZE) - NET_HEADER_SIZE;
+        sent.bytes += readableLength(request) - NET_HEADER_SIZE;
       },
     },
   ];
@@ -103,10 +126,10 @@ export function netWorkloads(
 /**
  * virtio-console's driver (Linux drivers/char/virtio_console.c, port 0 without MULTIPORT):
  * queue 0 keeps receive buffers posted for host input, queue 1 writes console lines.
- * `counters` counts what the guest wrote (`bytes` out); `input` what it read.
+ * `written` counts what the guest wrote; `input` what it read.
  */
 export function consoleWorkloads(
-  counters: GuestCounters,
+  written: GuestCounters,
   input: GuestCounters,
   guest: string,
 ): QueueWorkload[] {
@@ -115,21 +138,19 @@ export function consoleWorkloads(
   return [
     {
       depth: 4,
-      next: (): MockBuffer[] => [{ writable: true, length: 256 }],
-      complete: (used: UsedElement, buffers: readonly PlacedBuffer[]) => {
+      next: () => [{ writable: 256 }],
+      complete: (completion, request) => {
         input.requests++;
-        if (used.length > writableLength(buffers)) input.errors++;
-        else input.bytes += used.length;
+        if (completion.length > writableLength(request)) input.errors++;
+        else input.bytes += completion.length;
       },
     },
     {
       depth: 16,
-      next: (): MockBuffer[] => [
-        { data: encoder.encode(`[${guest}] console line ${line++}: the quick brown fox\n`) },
-      ],
-      complete: (_used: UsedElement, buffers: readonly PlacedBuffer[]) => {
-        counters.requests++;
-        counters.bytes += buffers[0]?.length ?? 0;
+      next: () => [{ data: encoder.encode(`[${guest}] console line ${line++}: the quick brown fox\n`) }],
+      complete: (_completion, request) => {
+        written.requests++;
+        written.bytes += readableLength(request);
       },
     },
   ];

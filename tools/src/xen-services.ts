@@ -22,23 +22,15 @@ function exported<T>(module: Record<string, unknown>, names: readonly string[]):
  */
 export async function requireNativeXen(host: HostView, useXenProbe = true): Promise<void> {
   let problems: string[] | undefined;
-  if (useXenProbe)
+  if (useXenProbe) {
     try {
       const module = await loadXenModule();
       const probe = exported<() => unknown>(module, ['probeXenHost']);
-      if (probe) {
-        const result = (await probe()) as {
-          available?: boolean;
-          ok?: boolean;
-          reason?: string;
-          problems?: string[];
-        };
-        const available = result.available ?? result.ok ?? false;
-        problems = available ? [] : (result.problems ?? [result.reason ?? 'the Xen probe said no']);
-      }
+      if (probe) problems = probeProblems((await probe()) as XenHostProbeLike);
     } catch (error) {
       if (!CliError.isInstance(error)) throw error;
     }
+  }
   problems ??= nativeXenProblems(await runHostChecks(host));
   if (problems.length > 0) {
     throw new CliError(
@@ -46,6 +38,41 @@ export async function requireNativeXen(host: HostView, useXenProbe = true): Prom
       `native Xen is not available on this host:\n  ${problems.join('\n  ')}\nrun 'xvio doctor' for what to fix, or choose the simulator (xen = "sim")`,
     );
   }
+}
+
+/** The parts of @xvio/xen's `probeXenHost()` answer the CLI reads. */
+interface XenHostProbeLike {
+  readonly hypervisor?: string;
+  readonly isXenDomain?: boolean;
+  readonly services?: Readonly<
+    Record<
+      string,
+      {
+        readonly available: boolean;
+        readonly missing: readonly { kind: string; name: string; package?: string }[];
+      }
+    >
+  >;
+}
+
+/** One line per thing the Xen package could not open, in its own terms. */
+export function probeProblems(probe: XenHostProbeLike): string[] {
+  const problems: string[] = [];
+  if (probe.isXenDomain === false) {
+    problems.push(
+      probe.hypervisor === undefined
+        ? 'hypervisor: not running under Xen (/sys/hypervisor/type is missing)'
+        : `hypervisor: not running under Xen (/sys/hypervisor/type is ${JSON.stringify(probe.hypervisor)})`,
+    );
+  }
+  for (const [service, state] of Object.entries(probe.services ?? {})) {
+    if (state.available) continue;
+    const missing = state.missing
+      .map((item) => `${item.kind} ${item.name}${item.package ? ` (package ${item.package})` : ''}`)
+      .join(', ');
+    problems.push(`${service}: unavailable${missing ? ` (missing ${missing})` : ''}`);
+  }
+  return problems;
 }
 
 export interface RunningXenstored {
