@@ -56,6 +56,8 @@ export class GrantCopyMemory implements XenGuestMemory {
   private readonly rings: GrantMapMemory;
   private readonly bounce = new Map<number, Uint8Array[]>();
   private bounceBytes = 0;
+  /** Local side of zero-length probes. */
+  private readonly scratch = new Uint8Array(PAGE_SIZE);
   private readonly pending = new Set<object>();
 
   constructor(options: GrantCopyMemoryOptions) {
@@ -113,7 +115,8 @@ export class GrantCopyMemory implements XenGuestMemory {
 
   /** Zero-length copies that make Xen check each page's grant without moving a byte. */
   private probes(span: GrantSpan, toGuest: boolean): GrantCopySegment[] {
-    const empty = { kind: 'local' as const, bytes: new Uint8Array(0) };
+    // A real local buffer even for zero bytes: the native call passes its address down.
+    const empty = { kind: 'local' as const, bytes: this.scratch };
     return Array.from({ length: span.pages }, (_, page) => {
       const grant = { kind: 'grant' as const, domid: this.domid, ref: span.firstRef + page, offset: 0 };
       return toGuest ? { source: empty, dest: grant, length: 0 } : { source: grant, dest: empty, length: 0 };
@@ -159,7 +162,7 @@ export class GrantCopyMemory implements XenGuestMemory {
       const probe = this.copy([
         {
           source: { kind: 'grant', domid: this.domid, ref, offset },
-          dest: { kind: 'local', bytes: new Uint8Array(0) },
+          dest: { kind: 'local', bytes: this.scratch },
           length: 0,
         },
       ]);

@@ -28,7 +28,9 @@ export interface MappedRanges {
    * Ends the access. `written[i]` says how many bytes of range i the device wrote (a
    * strategy that copies, like grant copy, copies back only those). Mappings made for this
    * batch are undone before `release` returns, so a completion published afterwards never
-   * finds a grant still in use.
+   * finds a grant still in use. A strategy that copies back (grant copy) throws
+   * `GuestMemoryError` (`grant-not-permitted`) when the copy-back fails because the guest
+   * revoked a grant mid-request; the request then completes with length 0. Idempotent.
    */
   release(written?: readonly number[]): void;
 }
@@ -58,7 +60,7 @@ export interface GuestMemory {
   /** Copies bytes into the guest. Throws `GuestMemoryError` (`read-only` on a read-only grant). */
   write(address: bigint, source: Uint8Array): void;
   /**
-   * A long-lived zero-copy view, for rings: mapped once and kept until `close`.
+   * A long-lived zero-copy view, for rings: mapped once and kept until `unmapAll`.
    * Throws `GuestMemoryError` (`not-contiguous` when the range is not contiguous on the host).
    */
   view(address: bigint, length: number, access: MemoryAccess): Uint8Array;

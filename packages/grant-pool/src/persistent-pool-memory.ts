@@ -65,8 +65,10 @@ export class PersistentPoolMemory implements XenGuestMemory {
   /** Mapped batches, least recently used first. */
   private readonly lru = new Set<Batch>();
   private mappedPages = 0;
-  /** Open requests, so that `unmapAll` can drop their pins. */
-  private readonly requests = new Set<PoolRequest>();
+  /** Bumped by `unmapAll`: requests opened before it hold no pins any more. */
+  private generation = 0;
+  /** The most recently used batch (touching it again changes nothing). */
+  private newest: Batch | undefined;
   /** Buffers outside the pool, rings, and faults: the grant-map strategy, sharing counters. */
   readonly fallback: GrantMapMemory;
 
@@ -124,6 +126,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       if (this.entries.get(ref)?.batch === batch) this.entries.delete(ref);
     }
     this.lru.delete(batch);
+    if (this.newest === batch) this.newest = undefined;
     this.mappedPages -= batch.refs.length;
     if (counted) this.counters.evictions++;
     this.counters.calls++;
@@ -141,8 +144,10 @@ export class PersistentPoolMemory implements XenGuestMemory {
   }
 
   private touch(batch: Batch): void {
+    if (this.newest === batch) return;
     this.lru.delete(batch);
     this.lru.add(batch);
+    this.newest = batch;
   }
 
   /**
@@ -214,6 +219,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       if (missing[i] !== (missing[0] as number) + i) consecutive = false;
     const batch: Batch = { mapping, refs: missing, consecutive, pins: 0 };
     this.lru.add(batch);
+    this.newest = batch;
     this.mappedPages += missing.length;
     for (let index = 0; index < missing.length; index++)
       this.entries.set(missing[index] as number, { batch, index });
@@ -350,7 +356,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
         batch.pins++;
         this.touch(batch);
       }
-      return this.open(new PoolRequest(this, ranges, segments, batches, undefined, undefined));
+      return new PoolRequest(this, this.generation, ranges, segments, batches, undefined, undefined);
     }
     return this.mapSlow(ranges, spans);
   }
@@ -376,20 +382,14 @@ export class PersistentPoolMemory implements XenGuestMemory {
     });
     const batches = [...pinned];
     for (const batch of batches) batch.pins++;
-    return this.open(new PoolRequest(this, ranges, segments, batches, perRequest, otherIndexes));
+    return new PoolRequest(this, this.generation, ranges, segments, batches, perRequest, otherIndexes);
   }
 
-  private open(request: PoolRequest): PoolRequest {
-    this.requests.add(request);
-    return request;
-  }
-
-  /** Called once by a request's `release`. */
-  closeRequest(request: PoolRequest): boolean {
-    if (!this.requests.delete(request)) return false;
+  /** Called once by a request's `release`: drops its pins unless `unmapAll` did already. */
+  closeRequest(request: PoolRequest, generation: number): void {
+    if (generation !== this.generation) return;
     for (const batch of request.batches) batch.pins--;
     this.makeRoom(0);
-    return true;
   }
 
   fence(order: FenceOrder): void {
@@ -403,7 +403,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       this.evict(batch, false);
     }
     this.entries.clear();
-    this.requests.clear();
+    this.generation++;
     this.fallback.unmapAll();
   }
 
@@ -418,6 +418,7 @@ class PoolRequest implements MappedRanges {
 
   constructor(
     private readonly owner: PersistentPoolMemory,
+    private readonly generation: number,
     private readonly ranges: readonly MemoryRange[],
     readonly segments: readonly (readonly Uint8Array[])[],
     readonly batches: readonly Batch[],
@@ -429,7 +430,7 @@ class PoolRequest implements MappedRanges {
   release(written?: readonly number[]): void {
     if (this.released) return;
     this.released = true;
-    this.owner.closeRequest(this);
+    this.owner.closeRequest(this, this.generation);
     const counters = this.owner.counters;
     const ranges = this.ranges;
     if (this.perRequest && this.otherIndexes) {
