@@ -20,6 +20,10 @@ export interface BootOptions {
   /** Let the guest reboot instead of QEMU exiting (`-no-reboot` otherwise). */
   allowReboot?: boolean;
   timeoutMs?: number;
+  /** The QEMU binary. Default: `XVIO_QEMU` from the environment, else qemu-system-x86_64 on PATH. */
+  qemu?: string;
+  /** Extra QEMU arguments placed first (e.g. `-L <firmware dir>` for an unpacked QEMU). */
+  qemuArgs?: string[];
   /** Every console line as it arrives; the control lets the host react (restart, answer). */
   onLine?(line: string, control: GuestControl): void;
 }
@@ -50,6 +54,7 @@ export function qemuArguments(options: BootOptions): string[] {
     ...Object.entries(options.args).map(([key, value]) => `xvio.${key}=${value}`),
   ].join(' ');
   return [
+    ...(options.qemuArgs ?? []),
     '-accel',
     'tcg',
     '-M',
@@ -77,7 +82,8 @@ export function qemuArguments(options: BootOptions): string[] {
 /** Boots a guest, collects its console and the XVIO markers, resolves when QEMU exits. */
 export function bootGuest(options: BootOptions): Promise<GuestRun> {
   const started = performance.now();
-  const child = spawn('qemu-system-x86_64', qemuArguments(options), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const qemu = options.qemu ?? process.env.XVIO_QEMU ?? 'qemu-system-x86_64';
+  const child = spawn(qemu, qemuArguments(options), { stdio: ['pipe', 'pipe', 'pipe'] });
   const run: GuestRun = {
     lines: [],
     exitCode: null,

@@ -87,10 +87,16 @@ export interface VhostUserBackendOptions {
    * The messages are served either way.
    */
   offerMemorySlots?: boolean;
+  /**
+   * Offer XEN_MMAP (regions with Xen mmap flags and a domid). Default: when `xenMapper` is
+   * set. QEMU 10 acks the bit without sending the longer region layout, so it must not be
+   * offered to QEMU.
+   */
+  offerXenMmap?: boolean;
   log?: VhostUserLogger;
 }
 
-/** Protocol features xvio implements (CONFIG and CONFIGURE_MEM_SLOTS are offered only where they fit). */
+/** Protocol features xvio implements (CONFIG, CONFIGURE_MEM_SLOTS and XEN_MMAP are offered only where they fit). */
 export const OFFERED_PROTOCOL_FEATURES =
   ProtocolFeature.MQ |
   ProtocolFeature.REPLY_ACK |
@@ -190,7 +196,8 @@ export class VhostUserBackend {
     this.offeredProtocolFeatures =
       OFFERED_PROTOCOL_FEATURES &
       ~(this.device.configSize > 0 ? 0n : ProtocolFeature.CONFIG) &
-      ~(options.offerMemorySlots ? 0n : ProtocolFeature.CONFIGURE_MEM_SLOTS);
+      ~(options.offerMemorySlots ? 0n : ProtocolFeature.CONFIGURE_MEM_SLOTS) &
+      ~((options.offerXenMmap ?? options.xenMapper !== undefined) ? 0n : ProtocolFeature.XEN_MMAP);
     this.vrings = this.device.queueMaxSizes.map((max, index) => ({
       index,
       num: Math.min(max, MAX_QUEUE_SIZE),

@@ -163,7 +163,14 @@ async function running(device = patternDevice(), options: { eventIdx?: boolean; 
 
 describe('vhost-user backend handshake', () => {
   it('offers virtio 1, protocol features, indirect and event idx, and the protocol features it implements', async () => {
-    servers.push(serveVhostUser({ socketPath, device: () => patternDevice(), offerMemorySlots: true }));
+    servers.push(
+      serveVhostUser({
+        socketPath,
+        device: () => patternDevice(),
+        offerMemorySlots: true,
+        offerXenMmap: true,
+      }),
+    );
     const frontend = connect();
     const features = await frontend.getU64(Request.GET_FEATURES);
     expect(features & VIRTIO_F_VERSION_1).toBe(VIRTIO_F_VERSION_1);
@@ -429,7 +436,12 @@ describe('vhost-user malformed messages', () => {
 
 describe('vhost-user Xen memory regions', () => {
   async function xenFrontend(mapper?: Parameters<typeof serveVhostUser>[0]['xenMapper']) {
-    const server = serveVhostUser({ socketPath, device: () => patternDevice(), xenMapper: mapper });
+    const server = serveVhostUser({
+      socketPath,
+      device: () => patternDevice(),
+      xenMapper: mapper,
+      offerXenMmap: true,
+    });
     servers.push(server);
     const frontend = connect();
     frontend.send(

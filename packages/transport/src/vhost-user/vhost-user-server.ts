@@ -29,6 +29,8 @@ export interface ServeVhostUserOptions {
   maxMemSlots?: number;
   /** Offer CONFIGURE_MEM_SLOTS (see `VhostUserBackendOptions.offerMemorySlots`). Default false. */
   offerMemorySlots?: boolean;
+  /** Offer XEN_MMAP (see `VhostUserBackendOptions.offerXenMmap`). Default: when `xenMapper` is set. */
+  offerXenMmap?: boolean;
   log?: VhostUserLogger;
 }
 
@@ -118,6 +120,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
         xenMapper: this.options.xenMapper,
         maxMemSlots: this.options.maxMemSlots,
         offerMemorySlots: this.options.offerMemorySlots,
+        offerXenMmap: this.options.offerXenMmap,
         log: this.options.log,
       });
     } catch (error) {
