@@ -227,6 +227,18 @@ describe('StdioConsoleHost failure', () => {
   });
 });
 
+describe('MemoryConsoleHost', () => {
+  it('holds input offered before it is started and delivers it in order on start', async () => {
+    const host = new MemoryConsoleHost();
+    expect(host.input(new TextEncoder().encode('early '))).toBe(false);
+    host.input(new TextEncoder().encode('bird'));
+    const { events } = await started(host);
+    expect(events.text).toBe('early bird');
+    expect(host.input(new TextEncoder().encode('!'))).toBe(true);
+    expect(events.text).toBe('early bird!');
+  });
+});
+
 describe('NullConsoleHost', () => {
   it('accepts and counts output, never produces input', async () => {
     const { host, events } = await started(new NullConsoleHost());

@@ -135,6 +135,7 @@ export class MemoryConsoleHost implements ConsoleHost {
   private pending: Uint8Array[] = [];
   private pausedValue = false;
   private closedValue = false;
+  private started = false;
 
   constructor(options: MemoryConsoleHostOptions = {}) {
     this.capacity = options.capacity ?? Number.POSITIVE_INFINITY;
@@ -144,6 +145,8 @@ export class MemoryConsoleHost implements ConsoleHost {
 
   start(events: ConsoleHostEvents): Promise<void> {
     this.events = events;
+    this.started = true;
+    this.resume(); // input offered before the device started waits here until now
     return Promise.resolve();
   }
 
@@ -180,7 +183,7 @@ export class MemoryConsoleHost implements ConsoleHost {
 
   /** Offers input to the guest. While paused it waits here (returns false) and is delivered on resume. */
   input(bytes: Uint8Array): boolean {
-    if (this.pausedValue || this.pending.length > 0) {
+    if (!this.started || this.pausedValue || this.pending.length > 0) {
       this.pending.push(bytes);
       return false;
     }
@@ -203,6 +206,7 @@ export class MemoryConsoleHost implements ConsoleHost {
 
   resume(): void {
     this.pausedValue = false;
+    if (!this.started) return;
     while (!this.pausedValue && this.pending.length > 0) this.events.data(this.pending.shift()!);
   }
 
