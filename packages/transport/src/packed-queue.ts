@@ -86,6 +86,8 @@ export class PackedQueue implements Virtqueue {
   /** Ring offset where the next used descriptor goes, and our wrap counter there (2.8.1). */
   private nextUsed: number;
   private usedWrap: number;
+  /** AVAIL and USED bits of a used descriptor for `usedWrap` (2.8.1). */
+  private usedFlags: number;
   /** Where the last pop started, for `undoPop`; -1 when there is nothing to undo. */
   private lastPopAvail = -1;
   private lastPopWrap = 1;
@@ -152,6 +154,7 @@ export class PackedQueue implements Virtqueue {
     this.availWrap = (state?.availWrap ?? true) ? 1 : 0;
     this.nextUsed = nextUsed;
     this.usedWrap = (state?.usedWrap ?? state?.availWrap ?? true) ? 1 : 0;
+    this.usedFlags = this.usedWrap ? USED_FLAGS_WRAP_1 : USED_FLAGS_WRAP_0;
   }
 
   get broken(): VirtqueueError | undefined {
@@ -461,31 +464,33 @@ export class PackedQueue implements Virtqueue {
 
   addUsed(chain: DescriptorChain, length: number): void {
     if (this.brokenError) return;
-    const written = Math.min(length >>> 0, chain.writableLength);
+    const writableLength = chain.writableLength;
+    const written = Math.min(length >>> 0, writableLength);
     const offset = this.nextUsed * PACKED_DESC_SIZE;
     const ring = this.ring;
     // 2.8.4: in a used descriptor only len (bytes written) and id matter; WRITE says len is valid.
     ring.setUint32(offset + 8, written, true);
-    ring.setUint16(offset + 12, chain.head, true);
-    const flags =
-      (this.usedWrap ? USED_FLAGS_WRAP_1 : USED_FLAGS_WRAP_0) |
-      (chain.writableLength > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    const flags = this.usedFlags | (writableLength > 0 ? VIRTQ_DESC_F_WRITE : 0);
     if (this.staged === 0) {
       // The driver polls the first one (2.8.22): its flags go last, so the batch appears at once.
+      ring.setUint16(offset + 12, chain.head, true);
       this.firstStagedOffset = offset;
       this.firstStagedFlags = flags;
     } else {
-      ring.setUint16(offset + 14, flags, true);
+      // id (@12) and flags (@14) in one little-endian store.
+      ring.setUint32(offset + 12, (chain.head | (flags << 16)) >>> 0, true);
     }
     // 2.8.22: the next used descriptor follows all the ring slots this buffer took.
-    let next = this.nextUsed + chain.ringSlots;
+    const slots = chain.ringSlots;
+    let next = this.nextUsed + slots;
     if (next >= this.size) {
       next -= this.size;
       this.usedWrap ^= 1;
+      this.usedFlags = this.usedWrap ? USED_FLAGS_WRAP_1 : USED_FLAGS_WRAP_0;
     }
     this.nextUsed = next;
     this.staged++;
-    this.slotsSinceSignal += chain.ringSlots;
+    this.slotsSinceSignal += slots;
     this.lastPopAvail = -1;
     this.stats.used++;
   }
