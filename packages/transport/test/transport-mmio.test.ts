@@ -1,5 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MmioTransport } from '../src/mmio/index.js';
+import {
+  LibxlMmioDevice,
+  libxlBackendPath,
+  listLibxlVirtioDevices,
+  MmioTransport,
+} from '../src/mmio/index.js';
 import { MmioGuestDriver, physicalDma } from '../src/testing/drivers/index.js';
 import { decode, foreignMemory, type SimFixture, simFixture, templateDevice, text } from './sim-fixtures.js';
 
@@ -34,5 +39,57 @@ describe('virtio-mmio through the simulator', () => {
     await driver.quiesce();
     expect(fixture.sim.unansweredIoreqs()).toEqual([]);
     transport.close();
+  });
+
+  it('serves a device libxl configured: InitWait, Connected at DRIVER_OK, Closed on removal', async () => {
+    fixture = await simFixture('arm');
+    const store = fixture.dom0.store;
+    const path = libxlBackendPath(0, fixture.guest.domid, 0);
+    // What `virtio = ["type=virtio,devicebf, transport=mmio"]` makes libxl write (first device: slot 0).
+    for (const [key, value] of Object.entries({
+      frontend: `/local/domain/${fixture.guest.domid}/device/virtio/0`,
+      'frontend-id': String(fixture.guest.domid),
+      online: '1',
+      state: '1',
+      irq: '33',
+      base: String(0x0200_0000),
+      type: 'virtio,devicebf',
+      transport: 'mmio',
+    })) {
+      await store.write(`${path}/${key}`, value);
+    }
+    const { devices } = await listLibxlVirtioDevices(store, 0);
+    let removed = false;
+    const served = await LibxlMmioDevice.start({
+      store,
+      server: fixture.server,
+      descriptor: devices[0]!,
+      device: templateDevice(),
+      memory: foreignMemory(fixture),
+      onRemoved: () => {
+        removed = true;
+      },
+    });
+    fixture.server.enable();
+    expect(await store.read(`${path}/state`)).toBe('2');
+    const driver = await MmioGuestDriver.probe(fixture.sim, {
+      domid: fixture.guest.domid,
+      base: devices[0]!.base,
+      irq: devices[0]!.irq,
+      dma: physicalDma(),
+    });
+    for (let i = 0; i < 100 && (await store.read(`${path}/state`)) !== '4'; i++)
+      await new Promise((r) => setTimeout(r, 2));
+    expect(await store.read(`${path}/state`)).toBe('4');
+    await driver.request(0, [{ data: text('libxl') }, { writable: 13 }]);
+    await driver.quiesce();
+    await store.write(`${path}/online`, '0');
+    await store.write(`${path}/state`, '5');
+    for (let i = 0; i < 100 && !removed; i++) await new Promise((r) => setTimeout(r, 2));
+    expect(removed).toBe(true);
+    expect(await store.read(`${path}/state`)).toBe('6');
+    expect(served.transport.closed).toBe(true);
+    expect(await driver.read32(0)).toBe(0xffff_ffff); // the window is gone: reads float
+    expect(fixture.sim.unansweredIoreqs()).toEqual([]);
   });
 });

@@ -5,6 +5,8 @@ export {
   LibxlBackendNode,
   LibxlDeviceError,
   type LibxlDeviceErrorCode,
+  LibxlMmioDevice,
+  type LibxlMmioDeviceOptions,
   type LibxlVirtioDevice,
   libxlBackendPath,
   listLibxlVirtioDevices,

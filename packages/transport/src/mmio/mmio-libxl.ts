@@ -1,5 +1,8 @@
-import type { XenStore, XenStoreWatch } from '@xvio/xen';
+import type { GuestMemory } from '@xvio/grant-pool';
+import type { IoreqServer, XenStore, XenStoreWatch } from '@xvio/xen';
+import type { VirtioDevice } from '../virtio-device.js';
 import { VirtioError } from '../virtio-errors.js';
+import { STATUS_DRIVER_OK } from '../virtio-status.js';
 import {
   parseXenbusState,
   XENBUS_STATE_CLOSED,
@@ -7,6 +10,8 @@ import {
   XENBUS_STATE_CONNECTED,
   XENBUS_STATE_INIT_WAIT,
 } from '../xenbus/xenbus-state.js';
+import type { InterruptRoute } from './mmio-interrupt.js';
+import { MmioTransport } from './mmio-transport.js';
 import { MMIO_WINDOW_SIZE } from './mmio-wire.js';
 
 // What libxl writes for `virtio = ["type=virtio,device<N>, transport=mmio, ..."]`
@@ -193,5 +198,72 @@ export class LibxlBackendNode {
     if (await this.store.exists(this.device.backendPath)) {
       await this.store.write(`${this.device.backendPath}/state`, String(XENBUS_STATE_CLOSED));
     }
+  }
+}
+
+export interface LibxlMmioDeviceOptions {
+  readonly store: XenStore;
+  readonly server: IoreqServer;
+  readonly descriptor: LibxlVirtioDevice;
+  readonly device: VirtioDevice;
+  readonly memory: GuestMemory;
+  /** Default: the SPI libxl chose (`irq`), for an Arm guest. x86 guests name their route. */
+  readonly interrupt?: InterruptRoute;
+  readonly platformFeatures?: bigint;
+  readonly onError?: (error: unknown) => void;
+  /** The toolstack removed the device (state Closing): called after we closed. */
+  readonly onRemoved?: () => void;
+}
+
+/**
+ * A virtio-mmio device as libxl configured it: the window at `base`, the SPI `irq`, and the
+ * backend node's states (InitWait on start, Connected once the guest driver set DRIVER_OK,
+ * Closed on removal or close).
+ */
+export class LibxlMmioDevice {
+  readonly transport: MmioTransport;
+  readonly node: LibxlBackendNode;
+
+  private constructor(private readonly options: LibxlMmioDeviceOptions) {
+    const descriptor = options.descriptor;
+    if (descriptor.deviceId !== undefined && descriptor.deviceId !== options.device.deviceType) {
+      throw new LibxlDeviceError(
+        'invalid-key',
+        `${descriptor.backendPath}/type names device ${descriptor.deviceId}, the backend serves ${options.device.deviceType}`,
+      );
+    }
+    this.node = new LibxlBackendNode(options.store, descriptor);
+    let connected = false;
+    this.transport = new MmioTransport({
+      server: options.server,
+      device: options.device,
+      memory: options.memory,
+      base: descriptor.base,
+      interrupt: options.interrupt ?? { kind: 'spi', irq: descriptor.irq },
+      ...(options.platformFeatures !== undefined ? { platformFeatures: options.platformFeatures } : {}),
+      ...(options.onError ? { onError: options.onError } : {}),
+      onStatus: (status) => {
+        if (!connected && status & STATUS_DRIVER_OK) {
+          connected = true;
+          void this.node.connected().catch((error: unknown) => options.onError?.(error));
+        }
+        if (status === 0) connected = false;
+      },
+    });
+  }
+
+  /** Claims the window and reports InitWait. */
+  static async start(options: LibxlMmioDeviceOptions): Promise<LibxlMmioDevice> {
+    const served = new LibxlMmioDevice(options);
+    await served.node.initWait(() => {
+      void served.close().then(() => options.onRemoved?.(), options.onError);
+    });
+    return served;
+  }
+
+  /** Releases the window and writes Closed. Idempotent. */
+  async close(): Promise<void> {
+    this.transport.close();
+    await this.node.close();
   }
 }

@@ -70,6 +70,8 @@ export interface MmioRegisterOptions {
   lower(): void;
   /** Vendor ID to report (default 0x1af4). */
   vendorId?: number;
+  /** Called after every Status write with the status the device now reports. */
+  statusChanged?(status: number): void;
 }
 
 /**
@@ -301,6 +303,7 @@ export class MmioRegisters {
           this.driverFeaturesSel = 0;
           this.queueSel = 0;
         }
+        this.options.statusChanged?.(controller.status);
         return;
       }
       case MMIO_QUEUE_RESET:

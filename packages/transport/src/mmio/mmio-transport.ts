@@ -22,6 +22,8 @@ export interface MmioTransportOptions {
   readonly packed?: boolean;
   /** Host faults (interrupt hypercalls that failed) and guest faults that set NEEDS_RESET. */
   readonly onError?: (error: unknown) => void;
+  /** Called after every Status write (e.g. to tell the toolstack the driver is up). */
+  readonly onStatus?: (status: number) => void;
 }
 
 /**
@@ -53,6 +55,7 @@ export class MmioTransport {
     this.registers = new MmioRegisters(this.controller, {
       raise: () => this.interrupt.raise(),
       lower: () => this.interrupt.lower(),
+      ...(options.onStatus ? { statusChanged: options.onStatus } : {}),
     });
     this.claim = options.server.claimMmio(options.base, BigInt(MMIO_WINDOW_SIZE), (request) =>
       this.handle(request),
