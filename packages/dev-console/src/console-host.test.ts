@@ -1,5 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,6 +120,28 @@ describe('UnixSocketConsoleHost', () => {
     expect(events.connections).toEqual([true, false]);
     await host.close();
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe('UnixSocketConsoleHost paths', () => {
+  it('replaces a stale socket but never removes a file that is not a socket', async () => {
+    const stale = join(directory, 'stale.sock');
+    // A backend killed while listening leaves its socket file behind.
+    spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
+    expect((await lstat(stale)).isSocket()).toBe(true);
+    const second = await started(new UnixSocketConsoleHost({ path: stale }));
+    expect(second.host.address).toBe(stale);
+
+    const precious = join(directory, 'precious.txt');
+    await writeFile(precious, 'keep me');
+    const error = await new UnixSocketConsoleHost({ path: precious })
+      .start(new Recorder())
+      .catch((reason: unknown) => reason);
+    expect(ConsoleHostError.isInstance(error) && error.code).toBe('host-open-failed');
+    expect(await readFile(precious, 'utf8')).toBe('keep me');
   });
 });
 

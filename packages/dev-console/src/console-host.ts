@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import net from 'node:net';
 import type { ConsoleSize } from './console-wire.js';
 
@@ -370,7 +370,7 @@ export class UnixSocketConsoleHost extends SocketConsoleHost {
   }
 
   protected async listen(server: net.Server): Promise<void> {
-    await rm(this.path, { force: true });
+    await removeStaleSocket(this.path);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.path, () => {
@@ -381,9 +381,21 @@ export class UnixSocketConsoleHost extends SocketConsoleHost {
   }
 
   override async close(): Promise<void> {
+    const listening = this.server !== undefined;
     await super.close();
-    await rm(this.path, { force: true });
+    if (listening) await removeStaleSocket(this.path);
   }
+}
+
+/** Removes a socket left by an earlier run; refuses to remove anything that is not a socket. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stats = await lstat(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (!stats) return;
+  if (!stats.isSocket()) throw new Error(`${path} exists and is not a socket`);
+  await rm(path, { force: true });
 }
 
 export interface TcpConsoleHostOptions extends SocketConsoleHostOptions {
