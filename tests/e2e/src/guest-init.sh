@@ -16,7 +16,7 @@ arg() { sed -n "s/.*xvio\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 result() { echo "XVIO-RESULT $*"; }
 
 echo "XVIO-BOOT uptime=$(up)"
-for module in virtio_pci virtio-rng; do modprobe "$module" 2>/dev/null; done
+for module in virtio_pci virtio-rng virtio_net; do modprobe "$module" 2>/dev/null; done
 
 # The driver probes asynchronously: give /dev/hwrng up to 10 s to appear.
 wait_hwrng() {
@@ -55,8 +55,36 @@ rng_case() {
   fi
 }
 
+# The hook for virtio-net through `-netdev vhost-user`: brings eth0 up as xvio.ip (CIDR),
+# pings xvio.peer, then sends xvio.bytes of /dev/urandom to xvio.peer:xvio.port with nc
+# and prints the md5 the host peer must match.
+net_case() {
+  i=0
+  while [ ! -e /sys/class/net/eth0 ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && { echo "XVIO-FAIL net no eth0"; return; }
+    sleep 0.1
+  done
+  ip link set lo up
+  ip link set eth0 up
+  ip addr add "$(arg ip)" dev eth0
+  if ! ping -c 3 -W 2 "$(arg peer)" > /tmp/ping 2>&1; then
+    echo "XVIO-FAIL net ping $(tail -1 /tmp/ping)"
+    return
+  fi
+  bytes=$(arg bytes)
+  head -c "${bytes:-1048576}" /dev/urandom > /tmp/payload
+  result "md5=$(md5sum < /tmp/payload | cut -c1-32)"
+  t0=$(up)
+  nc "$(arg peer)" "$(arg port)" < /tmp/payload
+  t1=$(up)
+  result "bytes=$(wc -c < /tmp/payload) t0=$t0 t1=$t1"
+  echo "XVIO-PASS net"
+}
+
 case "$(arg case)" in
   rng) rng_case ;;
+  net) net_case ;;
   *) echo "XVIO-FAIL unknown case '$(arg case)'" ;;
 esac
 
