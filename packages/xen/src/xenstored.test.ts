@@ -181,7 +181,7 @@ describe('simulated xenstored: transactions', () => {
     expect(await dom0.read('/other')).toBe('x');
   });
 
-  it('retries the body on EAGAIN in the transaction helper', async () => {
+  it('retries the body on EAGAIN in transaction()', async () => {
     await dom0.write('/t/n', '0');
     let attempts = 0;
     await dom0.transaction(async (tx) => {
