@@ -489,7 +489,7 @@ export class SimIoreqCore {
     waiter.resolve(fields.data);
   }
 
-  /** Helper for PCI config accesses: the ioreq address of a register. */
+  /** The ioreq address of a PCI config register: SBDF << 32 | register. */
   static pciAddress(pci: PciAddress, register: number): bigint {
     return (BigInt(pciSbdf(pci.segment, pci.bus, pci.device, pci.function)) << 32n) | BigInt(register);
   }
