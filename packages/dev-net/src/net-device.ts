@@ -180,6 +180,8 @@ interface RunState {
   /** Scratch for transmit headers: hosts use a frame only during `send`, so one is enough. */
   readonly txHeaderBytes: Uint8Array;
   readonly txHeader: NetHeader;
+  /** `written` for a one-buffer receive (strategies read it during `release` only). */
+  readonly writtenOne: number[];
   rxWaiting: boolean;
 }
 
@@ -301,6 +303,7 @@ export class NetDevice implements VirtioDevice {
       heldRx: Array.from({ length: pairs }, () => []),
       txHeaderBytes: new Uint8Array(netHeaderLength(features)),
       txHeader: emptyNetHeader(),
+      writtenOne: [0],
       rxWaiting: false,
     };
     this.host.attach(endpoint);
@@ -639,30 +642,52 @@ export class NetDevice implements VirtioDevice {
     const metrics = this.metricsValues;
     const headerLength = run.headerLength;
     const total = headerLength + length;
-    const chains: DescriptorChain[] = [];
     const held = run.heldRx[rxIndex >> 1]!;
-    let capacity = 0;
+    let chains: DescriptorChain[];
     try {
-      while (capacity < total) {
-        // Chains popped for a frame that did not fit wait here for the next one: packed rings
-        // cannot give back more than one pop.
-        let chain = held.shift() ?? queue.pop();
-        if (chain === undefined && queue.enableNotification()) chain = queue.pop();
-        if (chain === undefined) {
-          held.unshift(...chains);
-          run.rxWaiting = true;
-          return 'no-buffers';
-        }
-        chains.push(chain);
-        capacity += chain.writableLength;
-        if (!run.mergeable) break;
+      // Chains popped for a frame that did not fit wait in `held` for the next one: packed
+      // rings cannot give back more than one pop.
+      let first = held.shift() ?? queue.pop();
+      if (first === undefined && queue.enableNotification()) first = queue.pop();
+      if (first === undefined) {
+        run.rxWaiting = true;
+        return 'no-buffers';
       }
-      if (capacity < total) {
+      if (first.writableLength >= total) {
+        if (first.count === 1 && first.isWritable(0)) {
+          return this.deliverSingle(
+            run,
+            queue,
+            rxIndex,
+            first,
+            header,
+            segments,
+            length,
+            fillChecksum,
+            checksumHeader,
+          );
+        }
+        chains = [first];
+      } else if (!run.mergeable) {
         // Without MRG_RXBUF the guest posted a buffer too small for this frame: keep the buffer
         // for the next frame, drop this one.
-        held.unshift(...chains);
+        held.unshift(first);
         metrics.rxDroppedTooBig++;
         return 'dropped';
+      } else {
+        chains = [first];
+        let capacity = first.writableLength;
+        while (capacity < total) {
+          let chain = held.shift() ?? queue.pop();
+          if (chain === undefined && queue.enableNotification()) chain = queue.pop();
+          if (chain === undefined) {
+            held.unshift(...chains);
+            run.rxWaiting = true;
+            return 'no-buffers';
+          }
+          chains.push(chain);
+          capacity += chain.writableLength;
+        }
       }
     } catch (error) {
       run.context.fail(error);
@@ -730,6 +755,52 @@ export class NetDevice implements VirtioDevice {
     this.capture?.record(segments, length);
     metrics.rxFrames++;
     metrics.rxBytes += length;
+    this.markDirty(run, rxIndex);
+    return 'delivered';
+  }
+
+  /** The usual receive: one chain of one writable buffer that holds header and frame. */
+  private deliverSingle(
+    run: RunState,
+    queue: Virtqueue,
+    rxIndex: number,
+    chain: DescriptorChain,
+    header: NetHeader,
+    segments: readonly Uint8Array[],
+    length: number,
+    fillChecksum: boolean,
+    checksumHeader: NetHeader,
+  ): ReceiveResult {
+    const total = run.headerLength + length;
+    let mapped: MappedRanges;
+    try {
+      mapped = run.context.memory.map(chain.ranges());
+    } catch (error) {
+      return this.receiveFault(run, queue, rxIndex, [chain], error);
+    }
+    const written = run.writtenOne;
+    written[0] = total;
+    try {
+      this.fillReceive(
+        mapped.segments[0]!,
+        header,
+        run.headerLength,
+        1,
+        segments,
+        length,
+        total,
+        fillChecksum,
+        checksumHeader,
+      );
+    } catch (error) {
+      mapped.release(written);
+      return this.receiveFault(run, queue, rxIndex, [chain], error);
+    }
+    mapped.release(written);
+    queue.addUsed(chain, total);
+    this.capture?.record(segments, length);
+    this.metricsValues.rxFrames++;
+    this.metricsValues.rxBytes += length;
     this.markDirty(run, rxIndex);
     return 'delivered';
   }
