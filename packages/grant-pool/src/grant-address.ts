@@ -12,8 +12,10 @@ export function isGrantAddress(address: bigint): boolean {
 }
 
 export function encodeGrantAddress(gref: number, offset = 0): bigint {
-  if (!Number.isInteger(gref) || gref < 0 || gref > 0xffff_ffff) throw new RangeError(`gref ${gref} out of range`);
-  if (!Number.isInteger(offset) || offset < 0 || offset >= PAGE_SIZE) throw new RangeError(`offset ${offset} out of range`);
+  if (!Number.isInteger(gref) || gref < 0 || gref > 0xffff_ffff)
+    throw new RangeError(`gref ${gref} out of range`);
+  if (!Number.isInteger(offset) || offset < 0 || offset >= PAGE_SIZE)
+    throw new RangeError(`offset ${offset} out of range`);
   return GRANT_ADDRESS_FLAG | (BigInt(gref) << BigInt(PAGE_SHIFT)) | BigInt(offset);
 }
 

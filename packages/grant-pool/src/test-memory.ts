@@ -7,8 +7,8 @@ import type {
   MemoryRange,
 } from './guest-memory.js';
 import { MAX_RANGE_LENGTH } from './guest-memory.js';
-import { fence } from './memory-fence.js';
 import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
+import { fence } from './memory-fence.js';
 
 export interface TestMemoryOptions {
   /** Guest-physical address of the first byte. Default 0. */
@@ -38,7 +38,14 @@ interface Span {
 
 class TestGuestMemory implements TestMemory {
   readonly kind = 'test';
-  readonly counters: MemoryCounters = { maps: 0, unmaps: 0, copies: 0, bytesRead: 0, bytesWritten: 0, faults: 0 };
+  readonly counters: MemoryCounters = {
+    maps: 0,
+    unmaps: 0,
+    copies: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    faults: 0,
+  };
   readonly bytes: Uint8Array;
   readonly dataView: DataView;
   private readonly holes: Span[];
@@ -145,6 +152,7 @@ class TestGuestMemory implements TestMemory {
 
 /** Guest memory of `size` bytes for tests, optionally with holes and read-only spans. */
 export function createTestMemory(size: number, options: TestMemoryOptions = {}): TestMemory {
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`size must be a positive integer, got ${size}`);
+  if (!Number.isInteger(size) || size <= 0)
+    throw new RangeError(`size must be a positive integer, got ${size}`);
   return new TestGuestMemory(size, options.base ?? 0n, options);
 }
