@@ -92,4 +92,52 @@ describe('virtio-mmio through the simulator', () => {
     expect(await driver.read32(0)).toBe(0xffff_ffff); // the window is gone: reads float
     expect(fixture.sim.unansweredIoreqs()).toEqual([]);
   });
+
+  it('raises an ISA IRQ on an x86 HVM guest and lowers it on acknowledgement', async () => {
+    fixture = await simFixture('hvm');
+    const transport = new MmioTransport({
+      server: fixture.server,
+      device: templateDevice(),
+      memory: foreignMemory(fixture),
+      base: 0xfeb0_0000n,
+      interrupt: { kind: 'isa', irq: 5 },
+    });
+    fixture.server.enable();
+    const driver = await MmioGuestDriver.probe(fixture.sim, {
+      domid: fixture.guest.domid,
+      base: 0xfeb0_0000n,
+      irq: 5,
+      dma: physicalDma(),
+    });
+    await driver.request(0, [{ data: text('isa') }, { writable: 11 }]);
+    await driver.quiesce();
+    const isa = fixture.sim.interrupts.filter((e) => e.kind === 'isa-irq');
+    expect(isa.map((e) => ('level' in e ? e.level : -1))).toEqual([1, 0]);
+    expect(transport.interrupt.counters.failures).toBe(0);
+    transport.close();
+  });
+
+  it('counts a host interrupt failure (set_irq_level on x86) without failing the guest', async () => {
+    fixture = await simFixture('hvm');
+    const errors: unknown[] = [];
+    const transport = new MmioTransport({
+      server: fixture.server,
+      device: templateDevice(),
+      memory: foreignMemory(fixture),
+      base: 0xfeb0_0000n,
+      interrupt: { kind: 'spi', irq: 33 },
+      onError: (error) => errors.push(error),
+    });
+    fixture.server.enable();
+    const driver = await MmioGuestDriver.probe(fixture.sim, {
+      domid: fixture.guest.domid,
+      base: 0xfeb0_0000n,
+      dma: physicalDma(),
+    });
+    const used = await driver.request(0, [{ data: text('poll') }, { writable: 12 }]);
+    expect(used.length).toBe(12);
+    expect(transport.interrupt.counters.failures).toBeGreaterThan(0);
+    expect(errors.length).toBeGreaterThan(0);
+    transport.close();
+  });
 });

@@ -38,4 +38,28 @@ describe('virtio-pci through the simulator', () => {
       transport.close();
     });
   }
+
+  it('runs on a PVH guest with MSI-X only (no INTx pin)', async () => {
+    fixture = await simFixture('pvh');
+    const transport = new PciTransport({
+      server: fixture.server,
+      device: templateDevice(),
+      memory: foreignMemory(fixture),
+      pci,
+      intx: false,
+    });
+    fixture.server.enable();
+    const driver = await PciGuestDriver.probe(fixture.sim, {
+      domid: fixture.guest.domid,
+      pci,
+      dma: physicalDma(),
+    });
+    expect(await driver.configRead(0x3d, 1)).toBe(0); // interrupt pin: none
+    const used = await driver.request(0, [{ data: text('pvh') }, { writable: 11 }]);
+    expect(decode(used.written[0]!.subarray(8))).toBe('PVH');
+    await driver.quiesce();
+    expect(transport.counters.msiSent).toBeGreaterThan(0);
+    expect(transport.counters.interruptFailures).toBe(0);
+    transport.close();
+  });
 });
