@@ -315,3 +315,85 @@ describe('virtio-xenbus device removal', () => {
     expect(rig.memory.liveMappings()).toBe(0);
   });
 });
+
+describe('unusable rings and vanishing drivers on every transport', () => {
+  it('PCI: an unaligned ring sets DEVICE_NEEDS_RESET and sends the config vector', async () => {
+    rig = await createRig('pci', 'foreign', { noProbe: true });
+    const current = rig;
+    const transport = rig.transport as PciTransport;
+    // Enumerate and place the BAR like firmware, then program a queue by hand.
+    await rig.probe();
+    const driver = rig.driver as PciGuestDriver;
+    await driver.write(P.COMMON_DEVICE_STATUS, 1, 0);
+    await driver.write(P.COMMON_DEVICE_STATUS, 1, STATUS_ACKNOWLEDGE);
+    await driver.write(P.COMMON_DEVICE_STATUS, 1, ACK_DRIVER);
+    await driver.write(P.COMMON_DRIVER_FEATURE_SELECT, 4, 1);
+    await driver.write(P.COMMON_DRIVER_FEATURE, 4, 1);
+    await driver.write(P.COMMON_DEVICE_STATUS, 1, FEATURES_DONE);
+    await driver.write(P.COMMON_CONFIG_MSIX_VECTOR, 2, 0);
+    await driver.write(P.COMMON_QUEUE_SELECT, 2, 0);
+    await driver.write(P.COMMON_QUEUE_SIZE, 2, 16);
+    await driver.write(P.COMMON_QUEUE_DESC, 4, 0x10_0008); // not 16-byte aligned
+    await driver.write(P.COMMON_QUEUE_DRIVER, 4, 0x10_1000);
+    await driver.write(P.COMMON_QUEUE_DEVICE, 4, 0x10_2000);
+    await driver.write(P.COMMON_QUEUE_ENABLE, 2, 1);
+    const sent = transport.counters.msiSent;
+    await driver.write(P.COMMON_DEVICE_STATUS, 1, FEATURES_DONE | STATUS_DRIVER_OK);
+    expect(await driver.read(P.COMMON_DEVICE_STATUS, 1)).toBe(
+      FEATURES_DONE | STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET,
+    );
+    expect(transport.counters.msiSent).toBe(sent + 1);
+    expect(current.fixture.sim.interrupts.at(-1)).toMatchObject({ kind: 'msi', data: 0x40 });
+    await driver.quiesce();
+    noVcpuWaiting(current);
+  });
+
+  it('XenBus: an unaligned ring is answered with DEVICE_NEEDS_RESET in the config page', async () => {
+    rig = await createRig('xenbus', 'foreign', { noProbe: true });
+    const current = rig;
+    const guestServices = rig.fixture.guest.services();
+    const store = guestServices.store;
+    const paths = xenbusPaths(0, rig.fixture.guest.domid, 0);
+    const backend = rig.transport as XenbusBackend;
+    const channel = guestServices.events.bindUnboundPort(0);
+    let events = 0;
+    channel.onEvent(() => {
+      events++;
+    });
+    await store.write(`${paths.frontend}/driver-features`, VIRTIO_F_VERSION_1.toString(16));
+    await store.write(`${paths.frontend}/event-channel`, String(channel.localPort));
+    await store.write(`${paths.frontend}/queue-0/size`, '16');
+    await store.write(`${paths.frontend}/queue-0/desc`, '0x100004');
+    await store.write(`${paths.frontend}/queue-0/driver`, '0x101000');
+    await store.write(`${paths.frontend}/queue-0/device`, '0x102000');
+    await store.write(`${paths.frontend}/state`, String(XENBUS_STATE_INITIALISED));
+    for (let i = 0; i < 200 && backend.xenbusState !== XENBUS_STATE_CONNECTED; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(backend.xenbusState).toBe(XENBUS_STATE_CONNECTED);
+    expect(backend.controller.status & STATUS_DEVICE_NEEDS_RESET).toBe(STATUS_DEVICE_NEEDS_RESET);
+    const configRef = Number(await store.read(`${paths.backend}/config-ref`));
+    const page = guestServices.grants.map({ domid: 0, refs: [configRef], writable: false });
+    expect(
+      new DataView(page.bytes.buffer, page.bytes.byteOffset).getUint32(4, true) & STATUS_DEVICE_NEEDS_RESET,
+    ).toBe(STATUS_DEVICE_NEEDS_RESET);
+    for (let i = 0; i < 100 && events === 0; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+    expect(events).toBeGreaterThan(0);
+    page.unmap();
+    channel.close();
+    await current.fixture.guest.services().close();
+  });
+
+  for (const transport of ['mmio', 'pci', 'xenbus'] as const) {
+    it(`${transport}: a driver unloaded with requests in flight revokes every grant cleanly`, async () => {
+      rig = await createRig(transport, 'grant-map');
+      const driver = rig.driver;
+      driver.queue(0).add([{ data: text('never kicked') }, { writable: 20 }]);
+      await driver.request(0, [{ data: text('kicked') }, { writable: 14 }]);
+      await driver.remove();
+      expect(rig.dma.counters.revokeFailures).toBe(0);
+      expect(rig.dma.counters.grants).toBe(rig.dma.counters.revoked);
+      expect(rig.memory.liveMappings()).toBe(0);
+    });
+  }
+});
