@@ -51,7 +51,6 @@ import {
   COMMON_QUEUE_SIZE,
   ISR_CONFIG,
   ISR_QUEUE,
-  MSIX_CAP_SIZE,
   MSIX_CONTROL,
   MSIX_CONTROL_ENABLE,
   MSIX_CONTROL_MASKALL,
@@ -192,6 +191,8 @@ export class PciTransport {
   private queueVectors: QueueVectors[];
   private isr = 0;
   private intxLevel = false;
+  /** What we last told Xen about the INTx wire. */
+  private intxWire = false;
   // MSI-X table and pending bits.
   private readonly vectorCount: number;
   private readonly msixTable: DataView;
@@ -314,7 +315,6 @@ export class PciTransport {
     view.setUint32(CAP_MSIX_AT + MSIX_TABLE, BAR_MSIX_TABLE_OFFSET | 0, true);
     view.setUint32(CAP_MSIX_AT + MSIX_PBA, BAR_MSIX_PBA_OFFSET | 0, true);
     this.mask(CAP_MSIX_AT + MSIX_CONTROL, 2, MSIX_CONTROL_ENABLE | MSIX_CONTROL_MASKALL);
-    void MSIX_CAP_SIZE;
   }
 
   private mask(offset: number, size: number, bits: number): void {
@@ -805,8 +805,6 @@ export class PciTransport {
     this.intxLevel = false;
     this.updateIntx();
   }
-
-  private intxWire = false;
 
   /** Drives the INTx wire: asserted while ISR bits are set, MSI-X is off and INTx is not disabled. */
   private updateIntx(): void {

@@ -251,8 +251,11 @@ export class XenbusBackend {
     );
     switch (frontend) {
       case XENBUS_STATE_INITIALISED:
-      case XENBUS_STATE_CONNECTED:
         if (this.state === XENBUS_STATE_INIT_WAIT) await this.connect();
+        return;
+      case XENBUS_STATE_CONNECTED:
+        // X.10: a frontend already Connected while we wait in InitWait belongs to a previous
+        // backend instance; its rings and channels are stale. It sets up again when it sees us.
         return;
       case XENBUS_STATE_CLOSING:
         if (this.state === XENBUS_STATE_CONNECTED || this.state === XENBUS_STATE_CLOSING) {
