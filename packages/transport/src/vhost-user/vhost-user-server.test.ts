@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openChain } from '../chain-io.js';
+import type { DescriptorChain } from '../descriptor-chain.js';
 import { serviceQueue } from '../queue-service.js';
 import { MockSplitQueue } from '../testing/mock-split-queue.js';
 import type { DeviceContext, VirtioDevice } from '../virtio-device.js';
@@ -479,6 +480,70 @@ describe('vhost-user Xen memory regions', () => {
   });
 });
 
+describe('vhost-user device lifecycle messages', () => {
+  it('keeps a running ring working across a new memory table', async () => {
+    const { frontend, memory, queue, kick, call } = await running();
+    expect(await frontend.acked(Request.SET_MEM_TABLE, encodeMemTable([memory.region]), [memory.fd])).toBe(
+      0n,
+    );
+    queue.addChain([{ writable: true, length: 16 }]);
+    signalEventFd(kick);
+    await waitEventFd(call);
+    expect(queue.takeUsed()).toEqual([{ id: expect.any(Number), length: 16 }]);
+  });
+
+  it('RESET_DEVICE stops the rings, resets the device and forgets the features', async () => {
+    const { frontend, server, device, queue, kick } = await running();
+    expect(await frontend.acked(Request.RESET_DEVICE)).toBe(0n);
+    expect(device.resets).toBe(1);
+    expect(server.backend?.negotiatedFeatures).toBe(0n);
+    expect(server.backend?.active).toBe(false);
+    queue.addChain([{ writable: true, length: 16 }]);
+    signalEventFd(kick);
+    await frontend.getU64(Request.GET_FEATURES);
+    expect(device.requests).toBe(0);
+  });
+});
+
+/** A device that takes requests and completes them only when told (work in flight). */
+function holdingDevice() {
+  let context: DeviceContext | undefined;
+  const held: DescriptorChain[] = [];
+  const device = {
+    deviceType: 4,
+    name: 'holding0',
+    queueMaxSizes: [16],
+    features: 0n,
+    configSize: 0,
+    held,
+    readConfig() {},
+    writeConfig() {},
+    activate(next: DeviceContext) {
+      context = next;
+    },
+    notify(queueIndex: number) {
+      const queue = context?.queues[queueIndex];
+      for (let chain = queue?.pop(); chain; chain = queue?.pop()) held.push(chain);
+    },
+    /** Completes everything held, writing `fill` into each buffer. */
+    complete(fill: number) {
+      const active = context!;
+      const queue = active.queues[0]!;
+      for (const chain of held.splice(0)) {
+        const io = openChain(active.memory, chain);
+        io.writer.write(new Uint8Array(io.writer.remaining).fill(fill));
+        queue.addUsed(chain, io.close());
+      }
+      if (queue.publishUsed() > 0) active.interrupt(0);
+    },
+    reset() {
+      context = undefined;
+      held.length = 0;
+    },
+  };
+  return device satisfies VirtioDevice;
+}
+
 describe('vhost-user inflight area', () => {
   it('hands out a shared area and records completions in it', async () => {
     const { frontend, queue } = await running();
@@ -520,6 +585,52 @@ describe('vhost-user inflight area', () => {
     expect(view.getUint16(14, true)).toBe(queue.usedIdx); // used_idx recorded
     for (let head = 0; head < 16; head++) expect(view.getUint8(16 + head * 16)).toBe(0);
     area.unmap?.();
+  });
+
+  it('serves again, after a backend restart, the requests the old backend had in flight', async () => {
+    const devices: ReturnType<typeof holdingDevice>[] = [];
+    const server = serve(() => {
+      const device = holdingDevice();
+      devices.push(device);
+      return device;
+    });
+    const memory = guest();
+    const features = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
+    const first = connect();
+    await first.handshake(memory, { features });
+    const reply = await first.request(
+      Request.GET_INFLIGHT_FD,
+      encodeInflight({ mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 }),
+    );
+    const inflightFd = reply.fds[0]!;
+    eventFds.push(inflightFd);
+    const size = payloadView(reply.payload).getBigUint64(0, true);
+    const inflight = encodeInflight({ mmapSize: size, mmapOffset: 0n, numQueues: 1, queueSize: 16 });
+    await first.acked(Request.SET_INFLIGHT_FD, inflight, [inflightFd]);
+    const queue = new MockSplitQueue(memory.memory, { size: 16 });
+    const kick = eventFd();
+    await first.startRing(0, queue, { kick, call: eventFd() });
+    queue.addChain([{ writable: true, length: 32 }]);
+    queue.addChain([{ writable: true, length: 32 }]);
+    signalEventFd(kick);
+    await vi.waitFor(() => expect(devices[0]!.held).toHaveLength(2));
+    // The backend dies with two requests in flight; the frontend keeps the inflight area.
+    const gone = new Promise((resolve) => server.once('disconnect', () => resolve(undefined)));
+    first.close();
+    await gone;
+    const second = connect();
+    await second.handshake(memory, { features });
+    await second.acked(Request.SET_INFLIGHT_FD, inflight, [inflightFd]);
+    const kick2 = eventFd();
+    const call2 = eventFd();
+    // The frontend could not read the old backend's base: it offers avail.idx (2).
+    await second.startRing(0, queue, { kick: kick2, call: call2 }, 2);
+    // The inflight area says heads 0 and 1 were taken and never completed: taken again.
+    expect(devices[1]!.held.map((chain) => chain.head).sort()).toEqual([0, 1]);
+    devices[1]!.complete(7);
+    await waitEventFd(call2);
+    const used = queue.takeUsed();
+    expect(used.map((element) => element.length)).toEqual([32, 32]);
   });
 });
 
