@@ -63,7 +63,11 @@ export interface SharedGrantPages {
   /** One grant reference per page, consecutive pages in `bytes`. */
   readonly refs: readonly number[];
   readonly bytes: Uint8Array<ArrayBuffer>;
-  /** Ends access and frees the pages. Throws `XenError` `EBUSY` while the grantee still maps one. */
+  /**
+   * Ends access and frees the pages. The simulator throws `XenError` `EBUSY` while the
+   * grantee still maps one (what a kernel frontend sees); Linux's gntalloc instead defers the
+   * revocation until the grantee unmaps, so the native `unshare` returns.
+   */
   unshare(): void;
 }
 
