@@ -9,12 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { createXenSimulator } from '@xvio/xen';
 import { mmioRegister } from '../src/mmio/index.js';
 import { pciRegister } from '../src/pci/index.js';
-import type {
-  GuestVirtioDriver,
-  MmioGuestDriver,
-  PciGuestDriver,
-  XenbusGuestDriver,
-} from '../src/testing/drivers/index.js';
+import type { GuestVirtioDriver, MmioGuestDriver, PciGuestDriver } from '../src/testing/drivers/index.js';
 import {
   createRig,
   STRATEGIES,

@@ -23,7 +23,7 @@ import {
   xenbusPaths,
 } from '../src/xenbus/index.js';
 import { decode, text } from './sim-fixtures.js';
-import { createRig, MMIO_BASE, PCI_FUNCTION, type Rig } from './transport-rig.js';
+import { createRig, MMIO_BASE, type Rig } from './transport-rig.js';
 
 const ACK_DRIVER = STATUS_ACKNOWLEDGE | STATUS_DRIVER;
 const FEATURES_DONE = ACK_DRIVER | STATUS_FEATURES_OK;

@@ -188,10 +188,9 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
 
   protected async readStatus(): Promise<number> {
     const page = this.configMapping;
-    const deviceStatus =
-      page && page.mapped
-        ? new DataView(page.bytes.buffer, page.bytes.byteOffset).getUint32(CONFIG_PAGE_STATUS, true)
-        : 0;
+    const deviceStatus = page?.mapped
+      ? new DataView(page.bytes.buffer, page.bytes.byteOffset).getUint32(CONFIG_PAGE_STATUS, true)
+      : 0;
     return this.localStatus | (deviceStatus & STATUS_DEVICE_NEEDS_RESET);
   }
 
