@@ -1,9 +1,12 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDeviceRegistry } from './device-registry.js';
 import { runForTest } from './testing/run-cli.js';
+import { spawnCli } from './testing/spawn-cli.js';
 
 let dir: string;
 
@@ -75,6 +78,49 @@ describe('xvio run', () => {
     });
   });
 
+  it('serves a simulated machine until SIGTERM, with xenstored and metrics, then cleans up', async () => {
+    const socketPath = join(dir, 'xs.sock');
+    await writeFile(
+      join(dir, 'serve.toml'),
+      [
+        'xen = "sim"',
+        `xenstored = { socket_path = "${socketPath}" }`,
+        '[[domains]]',
+        'domid = 2',
+        '[[domains.devices]]',
+        'type = "console"',
+        'transport = "xenbus"',
+        'memory = "grant-map"',
+      ].join('\n'),
+    );
+    const cli = spawnCli([
+      '--log-level',
+      'warn',
+      'run',
+      '--config',
+      join(dir, 'serve.toml'),
+      '--metrics-port',
+      '0',
+    ]);
+    try {
+      await cli.waitFor(/serving 1 device\(s\) to 1 domain\(s\) on the Xen simulator\n/);
+      const port = /metrics: http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(cli.stdout())?.[1];
+      const env = { ...process.env, XENSTORED_PATH: socketPath };
+      expect(
+        execFileSync('xenstore-read', ['/local/domain/0/backend/virtio-xenbus/2/0/device-id'], {
+          env,
+          encoding: 'utf8',
+        }),
+      ).toBe('3\n');
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toContain('xvio_device_status{domain="dom2",device="dom2-console0"}');
+    } finally {
+      cli.child.kill('SIGTERM');
+    }
+    expect(await cli.exited()).toBe(0);
+    expect(existsSync(socketPath)).toBe(false);
+  });
+
   it('requires --config', async () => {
     const result = await runForTest(['run']);
     expect(result.status).toBe(2);
@@ -104,6 +150,34 @@ describe('xvio run', () => {
     expect(result.stderr).toBe(
       'xvio: invalid configuration bad.yaml:\n  domains[0].devices[0].memory: got "dma"; allowed values: foreign, grant-map, grant-copy, persistent-pool\n',
     );
+  });
+
+  it("validates each device's options with its package's schema, naming the config path", async () => {
+    await writeFile(
+      join(dir, 'options.yaml'),
+      [
+        'xen: sim',
+        'domains:',
+        '  - domid: 1',
+        '    devices:',
+        '      - type: rng',
+        '        options: { queueSize: 100 }',
+        '      - type: net',
+        '        options: { mac: "01:00:00:00:00:01", colour: red }',
+      ].join('\n'),
+    );
+    const result = await runForTest(['run', '--config', 'options.yaml', '--check'], { cwd: dir });
+    expect(result).toEqual({
+      status: 3,
+      stdout: '',
+      stderr: [
+        'xvio: invalid device options:',
+        '  domains[0].devices[0].options.queueSize: queueSize must be a power of two',
+        '  domains[0].devices[1].options.mac: mac must be a unicast address (group bit clear)',
+        '  domains[0].devices[1].options.colour: unknown field; allowed fields: name, mac, mtu, queuePairs, queueSize, linkUp, capture, host',
+        '',
+      ].join('\n'),
+    });
   });
 
   it('reports a missing file with exit status 7', async () => {

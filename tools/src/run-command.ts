@@ -1,8 +1,11 @@
+import { resolve } from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import type { CommandModule } from './cli-context.js';
 import { CliError } from './cli-errors.js';
+import type { DeviceRegistry } from './device-registry.js';
+import { controllerSource, serveMetrics, XvioMetrics } from './metrics-registry.js';
 import { loadRunPlan, type RunPlan, XEN_MODES, type XenMode } from './run-config.js';
-import { requireNativeXen } from './xen-services.js';
+import { requireNativeXen, startSimulatedXenstored } from './xen-services.js';
 
 interface RunOptions {
   config: string;
@@ -21,6 +24,36 @@ export function parseIntegerOption(_name: string, min: number, max: number): (va
     if (number < min || number > max) throw new InvalidArgumentError(`allowed: ${min}..${max}.`);
     return number;
   };
+}
+
+/**
+ * Every device's package is loaded and its options validated by the package's schema, all
+ * before anything starts; the errors name the config path (`domains[0].devices[1].options.mac`).
+ */
+export async function validateDevices(plan: RunPlan, registry: DeviceRegistry): Promise<void> {
+  const problems: string[] = [];
+  for (const domain of plan.domains) {
+    for (const device of domain.devices) {
+      try {
+        const loaded = await registry.load(device.device);
+        loaded.validate(
+          device.options,
+          device.source.includes('.devices[') ? `${device.source}.options` : device.source,
+        );
+      } catch (error) {
+        if (!CliError.isInstance(error) || error.code !== 'invalid-config') throw error;
+        problems.push(
+          ...error.message
+            .split('\n')
+            .slice(1)
+            .map((line) => line.trim()),
+        );
+      }
+    }
+  }
+  if (problems.length > 0) {
+    throw new CliError('invalid-config', `invalid device options:\n  ${problems.join('\n  ')}`);
+  }
 }
 
 /** The plan as a person reads it: what will be served to whom, over what. */
@@ -68,7 +101,7 @@ export const runCommand: CommandModule = {
       .option('--check', 'validate the configuration, print the plan and exit')
       .addOption(new Option('--host-root <dir>', 'inspect a host tree mounted elsewhere').hideHelp())
       .action(async (options: RunOptions) => {
-        const { context, log } = runtime();
+        const { context, log, shutdown } = runtime();
         const plan = await loadRunPlan(options.config, context.cwd, {
           ...(options.xen !== undefined ? { xen: options.xen } : {}),
           ...(options.domid !== undefined ? { domid: options.domid } : {}),
@@ -79,6 +112,7 @@ export const runCommand: CommandModule = {
           xen: options.xen ?? plan.xen,
           metricsPort: options.metricsPort ?? plan.metricsPort,
         };
+        await validateDevices(effective, context.registry);
         if (options.check) {
           context.stdout.write(describePlan(effective));
           return;
@@ -89,18 +123,39 @@ export const runCommand: CommandModule = {
             options.hostRoot === undefined,
           );
         }
-        // Devices first: a missing device package is the most common reason a run cannot start.
-        for (const domain of effective.domains) {
-          for (const device of domain.devices) await context.registry.load(device.device);
-        }
         log.debug({ plan: effective }, 'configuration accepted');
-        const transports = [
-          ...new Set(effective.domains.flatMap((domain) => domain.devices.map((d) => d.transport))),
-        ];
-        throw new CliError(
-          'feature-unavailable',
-          `transport ${transports.join(', ')} is not available in this build: the ${effective.xen === 'sim' ? 'simulator' : 'Xen'} transports are not wired yet (use 'xvio run --check' to validate, or 'xvio vhost-user')`,
+        const { serveRunPlan } = await import('./run-serve.js');
+        const backend = await serveRunPlan(effective, context.registry, log);
+        shutdown.add('backend', () => backend.close());
+        const metrics = new XvioMetrics();
+        for (const served of backend.devices)
+          metrics.add(controllerSource(`dom${served.domid}`, served.controller));
+        if (effective.metricsPort !== undefined) {
+          const server = await serveMetrics(metrics, effective.metricsPort);
+          shutdown.add('metrics server', () => server.close());
+          context.stdout.write(`metrics: http://127.0.0.1:${server.port}/metrics\n`);
+        }
+        if (backend.simulator && effective.xenstoredSocket !== undefined) {
+          const socketPath = resolve(context.cwd, effective.xenstoredSocket);
+          const xenstored = await startSimulatedXenstored(
+            socketPath,
+            log.child({ component: 'xenstored' }),
+            backend.simulator.xenstored,
+          );
+          shutdown.add('xenstored', () => xenstored.close());
+          context.stdout.write(`xenstored listening on ${socketPath}\n`);
+        }
+        const domains = new Set(backend.devices.map((served) => served.domid)).size;
+        context.stdout.write(
+          `serving ${backend.devices.length} device(s) to ${domains} domain(s) on ${effective.xen === 'sim' ? 'the Xen simulator' : 'Xen'}\n`,
         );
+        if (backend.simulator) {
+          context.stdout.write(
+            'the simulated domains run no guest OS: xvio demo shows guests driving the devices\n',
+          );
+        }
+        if (context.handleSignals) shutdown.install();
+        await shutdown.whenStopRequested();
       });
   },
 };

@@ -81,13 +81,16 @@ export interface RunningXenstored {
 }
 
 /** Starts the simulated xenstored on a unix socket (the Xen package provides it). */
-export async function startSimulatedXenstored(socketPath: string, log: Logger): Promise<RunningXenstored> {
+export async function startSimulatedXenstored(
+  socketPath: string,
+  log: Logger,
+  /** Serve this store (a running simulator's) instead of a new one. */
+  store?: unknown,
+): Promise<RunningXenstored> {
   const module = await loadXenModule();
-  const start = exported<(options: { socketPath: string; log?: (line: string) => void }) => unknown>(module, [
-    'startXenstoredServer',
-    'startXenstored',
-    'serveXenstored',
-  ]);
+  const start = exported<
+    (options: { socketPath: string; log?: (line: string) => void; xenstored?: unknown }) => unknown
+  >(module, ['startXenstoredServer', 'startXenstored', 'serveXenstored']);
   if (!start) {
     throw new CliError(
       'feature-unavailable',
@@ -97,7 +100,11 @@ export async function startSimulatedXenstored(socketPath: string, log: Logger): 
   let server: { close?: () => unknown; stop?: () => unknown };
   try {
     // One debug line per request: the store's own log is chatty by design.
-    server = (await start({ socketPath, log: (line) => log.debug(line) })) as typeof server;
+    server = (await start({
+      socketPath,
+      log: (line) => log.debug(line),
+      ...(store !== undefined ? { xenstored: store } : {}),
+    })) as typeof server;
   } catch (error) {
     throw new CliError('io-failed', `cannot listen on ${socketPath}: ${describeError(error)}`, {
       cause: error,

@@ -1,0 +1,110 @@
+import {
+  grantDma,
+  MmioGuestDriver,
+  PciGuestDriver,
+  physicalDma,
+  XenbusGuestDriver,
+} from '@xvio/transport/guest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger } from './cli-logger.js';
+import { createWorkspaceRegistry } from './device-registry.js';
+import { planRun } from './run-config.js';
+import { type RunningBackend, serveRunPlan } from './run-serve.js';
+
+const quiet = createLogger({ level: 'silent', destination: { write: () => undefined } });
+
+let backend: RunningBackend | undefined;
+afterEach(async () => {
+  await backend?.close();
+  backend = undefined;
+});
+
+/** An rng request of 256 bytes; returns how many bytes the device wrote. */
+async function entropy(driver: {
+  request(index: number, buffers: { writable: number }[]): Promise<{ length: number }>;
+}) {
+  return (await driver.request(0, [{ writable: 256 }])).length;
+}
+
+describe('run on the simulator', () => {
+  it('serves each device over its configured transport and memory strategy', async () => {
+    const plan = await planRun(
+      {
+        xen: 'sim',
+        domains: [
+          { domid: 1, devices: [{ type: 'rng', transport: 'pci', memory: 'grant-map' }] },
+          { domid: 2, devices: [{ type: 'rng', transport: 'xenbus', memory: 'grant-copy' }] },
+          {
+            domid: 3,
+            devices: [{ type: 'rng', transport: 'mmio', memory: 'foreign', options: { source: 'seeded:1' } }],
+          },
+        ],
+      },
+      'test.toml',
+      '.',
+    );
+    backend = await serveRunPlan(plan, createWorkspaceRegistry(), quiet);
+    const sim = backend.simulator!;
+    expect(backend.devices.map((served) => [served.domid, served.device.name, served.memory.kind])).toEqual([
+      [1, 'dom1-rng0', 'grant-map'],
+      [2, 'dom2-rng0', 'grant-copy'],
+      [3, 'dom3-rng0', 'foreign'],
+    ]);
+    const pci = await PciGuestDriver.probe(sim, {
+      domid: 1,
+      pci: { segment: 0, bus: 0, device: 5, function: 0 },
+      dma: grantDma(sim.domain(1), 0),
+    });
+    expect(await entropy(pci)).toBe(256);
+    const xenbus = await XenbusGuestDriver.probe(sim, {
+      domid: 2,
+      devid: 0,
+      dma: grantDma(sim.domain(2), 0),
+    });
+    expect(await entropy(xenbus)).toBe(256);
+    const mmio = await MmioGuestDriver.probe(sim, {
+      domid: 3,
+      base: 0x0200_0000n,
+      irq: 33,
+      dma: physicalDma(),
+    });
+    expect(await entropy(mmio)).toBe(256);
+    for (const served of backend.devices) {
+      expect(served.controller.metrics.faults).toBe(0);
+      expect(served.controller.metrics.activations).toBe(1);
+    }
+    await pci.remove();
+    await xenbus.remove();
+    await mmio.remove();
+  });
+
+  it('refuses a domain that mixes mmio and pci, and a backend outside dom0', async () => {
+    const mixed = await planRun(
+      {
+        xen: 'sim',
+        domains: [
+          {
+            domid: 1,
+            devices: [
+              { type: 'rng', transport: 'pci' },
+              { type: 'rng', transport: 'mmio' },
+            ],
+          },
+        ],
+      },
+      'test.toml',
+      '.',
+    );
+    await expect(serveRunPlan(mixed, createWorkspaceRegistry(), quiet)).rejects.toThrow(
+      "domains: domain 1 mixes mmio and pci, which no simulated domain type has (mmio is Arm's layout, pci is HVM)",
+    );
+    const elsewhere = await planRun(
+      { xen: 'sim', backend_domid: 4, domains: [{ domid: 1, devices: [{ type: 'rng' }] }] },
+      'test.toml',
+      '.',
+    );
+    await expect(serveRunPlan(elsewhere, createWorkspaceRegistry(), quiet)).rejects.toThrow(
+      'backend_domid: the simulator runs the backend in dom0 (0)',
+    );
+  });
+});
