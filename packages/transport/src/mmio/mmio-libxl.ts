@@ -224,7 +224,7 @@ export class LibxlMmioDevice {
   readonly transport: MmioTransport;
   readonly node: LibxlBackendNode;
 
-  private constructor(readonly options: LibxlMmioDeviceOptions) {
+  private constructor(options: LibxlMmioDeviceOptions) {
     const descriptor = options.descriptor;
     if (descriptor.deviceId !== undefined && descriptor.deviceId !== options.device.deviceType) {
       throw new LibxlDeviceError(
