@@ -86,9 +86,16 @@ async function grantBench(): Promise<Result[]> {
   const refs: number[] = [];
   for (let frame = 0; frame < 64; frame++) refs.push(guestGrants.grantAccess(0, 1000 + frame));
   const local = new Uint8Array(PAGE);
-  const source = guest.memory.subarray(1000 * PAGE, 1001 * PAGE);
+  // The bound copies the same 64 guest pages the mapped cases touch, so both see the same caches.
+  const sources = Array.from({ length: 64 }, (_, i) =>
+    guest.memory.subarray((1000 + i) * PAGE, (1001 + i) * PAGE),
+  );
+  let next = 0;
 
-  const memcpy = nsPerPage(1, () => local.set(source));
+  const memcpy = nsPerPage(1, () => {
+    local.set(sources[next] as Uint8Array);
+    next = (next + 1) & 63;
+  });
   const mapUnmap = nsPerPage(1, () => {
     dom0.grants.map({ domid: guest.domid, refs: [refs[0] as number], writable: true }).unmap();
   });
@@ -131,9 +138,10 @@ async function grantBench(): Promise<Result[]> {
     mapping.unmap();
   });
   const kept = dom0.grants.map({ domid: guest.domid, refs, writable: true });
+  const keptPages = refs.map((_, i) => kept.page(i));
   let index = 0;
   const persistent = nsPerPage(1, () => {
-    local.set(kept.page(index));
+    local.set(keptPages[index] as Uint8Array);
     index = (index + 1) & 63;
   });
   kept.unmap();
