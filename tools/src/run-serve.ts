@@ -1,6 +1,12 @@
 import { createGuestMemory, type GuestMemory } from '@xvio/grant-pool';
 import { type DeviceController, VIRTIO_F_ACCESS_PLATFORM, type VirtioDevice } from '@xvio/transport';
-import { libxlMmioSlot, MmioTransport } from '@xvio/transport/mmio';
+import {
+  LibxlMmioDevice,
+  libxlBackendPath,
+  libxlMmioSlot,
+  MmioTransport,
+  readLibxlVirtioDevice,
+} from '@xvio/transport/mmio';
 import { PciTransport } from '@xvio/transport/pci';
 import { addXenbusDevice, XenbusBackend } from '@xvio/transport/xenbus';
 import type { IoreqServer, XenServices, XenSimulator } from '@xvio/xen';
@@ -33,6 +39,38 @@ interface XenModule {
   createXenSimulator(): XenSimulator;
   createIoreqServer(services: XenServices, options: { domid: number }): IoreqServer;
   openNativeXenServices(): Promise<XenServices>;
+}
+
+/**
+ * The simulator has no toolstack: for a virtio-mmio device the backend writes what libxl
+ * writes for `virtio = ["type=virtio,device<N>, transport=mmio, ..."]`
+ * (libxl__set_xenstore_virtio and the generic device nodes), so the same path serves it.
+ */
+async function writeLibxlNodes(
+  services: XenServices,
+  path: string,
+  domid: number,
+  entry: DevicePlan,
+  deviceType: number,
+): Promise<void> {
+  const slot = libxlMmioSlot(entry.devid);
+  if (!slot)
+    throw new CliError(
+      'invalid-config',
+      `${entry.source}.devid: ${entry.devid} has no libxl virtio-mmio slot`,
+    );
+  const nodes: Record<string, string> = {
+    frontend: `/local/domain/${domid}/device/virtio/${entry.devid}`,
+    'frontend-id': String(domid),
+    online: '1',
+    state: '1',
+    irq: String(slot.irq),
+    base: `0x${slot.base.toString(16)}`,
+    type: `virtio,device${deviceType.toString(16)}`,
+    transport: 'mmio',
+    grant_usage: entry.memory === 'foreign' ? '0' : '1',
+  };
+  for (const [key, value] of Object.entries(nodes)) await services.store.write(`${path}/${key}`, value);
 }
 
 /** First PCI slot given to virtio functions (00:05.0 onwards, after the emulated chipset's). */
