@@ -65,6 +65,30 @@ describe('virtio-rng in an unmodified Linux guest', () => {
     }
   });
 
+  it('reads /dev/hwrng through xvio with a packed ring (packed=on)', async () => {
+    const socket = join(dir, 'packed.sock');
+    const backend = new BackendProcess(socket);
+    await backend.start();
+    try {
+      const run = await bootGuest({
+        kernel: kernel.vmlinuz,
+        initrd,
+        devices: [
+          '-chardev',
+          `socket,id=vu,path=${socket}`,
+          '-device',
+          'vhost-user-rng-pci,chardev=vu,packed=on',
+        ],
+        args: { case: 'rng', bytes: 131072 },
+      });
+      expect(run.failures, describeRun(run)).toEqual([]);
+      expect(run.passes, describeRun(run)).toEqual(['rng']);
+      expect(run.results[0]!.bytes).toBe('131072');
+    } finally {
+      await backend.kill('SIGTERM');
+    }
+  });
+
   it("reads /dev/hwrng through QEMU's built-in virtio-rng-pci (the comparison)", async () => {
     const run = await bootGuest({
       kernel: kernel.vmlinuz,
