@@ -1,5 +1,7 @@
 // One suite, the same reads, writes and faults, for every GuestMemory strategy.
+
 import { GTF_reading, GTF_writing, XenError } from '@xvio/xen';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { GuestMemory, MemoryRange } from './guest-memory.js';
 import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
@@ -234,6 +236,48 @@ export function describeMemoryStrategy(name: string, create: () => StrategyFixtu
       memory.unmapAll();
       expect(memory.liveMappings()).toBe(0);
       if (fixture.hostMappings() !== undefined) expect(fixture.hostMappings()).toBe(0);
+    });
+
+    it('answers any hostile range with a typed fault or the right bytes, leaking nothing', () => {
+      const buffer = fixture.buffer(3 * 4096, { straddle: true });
+      buffer.guestWrite(pattern(buffer.length, 11));
+      const targets = [
+        buffer.address,
+        fixture.inaccessible.address,
+        fixture.outOfRange.address,
+        fixture.malformed.address,
+      ];
+      fc.assert(
+        fc.property(
+          fc.constantFrom(...targets),
+          fc.integer({ min: -5000, max: 5000 }),
+          fc.oneof(fc.integer({ min: 0, max: 3 * 4096 }), fc.constantFrom(-1, 2 ** 32 - 1, 2 ** 32, 2 ** 53)),
+          fc.constantFrom<MemoryRange['access']>('read', 'write'),
+          (base, delta, length, access) => {
+            const address = base + BigInt(delta);
+            try {
+              const mapped = memory.map([{ address, length, access }]);
+              const bytes = concat(mapped.segments[0] ?? []);
+              expect(bytes.length).toBe(length);
+              const offset = Number(address - buffer.address);
+              if (
+                base === buffer.address &&
+                access === 'read' &&
+                offset >= 0 &&
+                offset + length <= buffer.length
+              ) {
+                expect(bytes).toEqual(pattern(buffer.length, 11).subarray(offset, offset + length));
+              }
+              mapped.release([0]);
+            } catch (error) {
+              if (!GuestMemoryError.isInstance(error)) throw error;
+            }
+          },
+        ),
+        { numRuns: 150, seed: 4 },
+      );
+      expect(buffer.guestRead()).toEqual(pattern(buffer.length, 11));
+      expectNoLeak();
     });
 
     it('never writes a read-only buffer', () => {
