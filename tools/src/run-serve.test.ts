@@ -62,6 +62,10 @@ describe('run on the simulator', () => {
       dma: grantDma(sim.domain(2), 0),
     });
     expect(await entropy(xenbus)).toBe(256);
+    // The libxl backend node of the mmio device: InitWait while serving, Connected after DRIVER_OK.
+    const node = '/local/domain/0/backend/virtio/3/0';
+    expect(await backend.services.store.read(`${node}/type`)).toBe('virtio,device4');
+    expect(await backend.services.store.read(`${node}/state`)).toBe('2');
     const mmio = await MmioGuestDriver.probe(sim, {
       domid: 3,
       base: 0x0200_0000n,
@@ -69,6 +73,10 @@ describe('run on the simulator', () => {
       dma: physicalDma(),
     });
     expect(await entropy(mmio)).toBe(256);
+    for (let i = 0; i < 100 && (await backend.services.store.read(`${node}/state`)) !== '4'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(await backend.services.store.read(`${node}/state`)).toBe('4');
     for (const served of backend.devices) {
       expect(served.controller.metrics.faults).toBe(0);
       expect(served.controller.metrics.activations).toBe(1);

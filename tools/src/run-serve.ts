@@ -185,23 +185,44 @@ export async function serveRunPlan(
             break;
           }
           case 'mmio': {
-            const slot = libxlMmioSlot(entry.devid);
-            if (!slot)
-              throw new CliError(
-                'invalid-config',
-                `${entry.source}.devid: ${entry.devid} has no libxl virtio-mmio slot`,
-              );
-            const transport = new MmioTransport({
-              server: ioreqServer(),
-              device,
-              memory,
-              base: slot.base,
-              interrupt: { kind: 'spi', irq: slot.irq },
-              platformFeatures,
-              onError,
-            });
-            cleanups.push(() => transport.close());
-            controller = transport.controller;
+            const path = libxlBackendPath(plan.backendDomid, domain.domid, entry.devid);
+            if (simulator) await writeLibxlNodes(services, path, domain.domid, entry, device.deviceType);
+            if (await services.store.exists(path)) {
+              // libxl made this device (xl.cfg `virtio = [...]`): its window, its SPI, and its
+              // backend states, which `xl create` waits for.
+              const descriptor = await readLibxlVirtioDevice(services.store, path);
+              const served = await LibxlMmioDevice.start({
+                store: services.store,
+                server: ioreqServer(),
+                descriptor,
+                device,
+                memory,
+                platformFeatures,
+                onError,
+                onRemoved: () => deviceLog.info('the toolstack removed the device'),
+              });
+              cleanups.push(() => served.close());
+              controller = served.transport.controller;
+            } else {
+              const slot = libxlMmioSlot(entry.devid);
+              if (!slot) {
+                throw new CliError(
+                  'invalid-config',
+                  `${entry.source}.devid: ${entry.devid} has no libxl virtio-mmio slot`,
+                );
+              }
+              const transport = new MmioTransport({
+                server: ioreqServer(),
+                device,
+                memory,
+                base: slot.base,
+                interrupt: { kind: 'spi', irq: slot.irq },
+                platformFeatures,
+                onError,
+              });
+              cleanups.push(() => transport.close());
+              controller = transport.controller;
+            }
             break;
           }
           case 'xenbus': {
