@@ -219,24 +219,28 @@ export abstract class GuestVirtioDriver {
     const queue = this.queue(index);
     const deadline = performance.now() + timeoutMs;
     const out: GuestUsed[] = [];
+    let configSeen = this.interrupts.config;
+    let lastStatusCheck = performance.now();
     for (;;) {
       out.push(...queue.collect());
-      if (queue.broken)
-        throw new GuestDriverError('queue-broken', `queue ${index} is broken`, { cause: queue.brokenReason });
+      if (queue.broken) throw new GuestDriverError('queue-broken', `queue ${index} is broken`, { cause: queue.brokenReason });
       if (out.length >= count) return out;
-      if (performance.now() > deadline) {
-        throw new GuestDriverError(
-          'timeout',
-          `queue ${index}: ${out.length} of ${count} used elements after ${timeoutMs} ms`,
-        );
+      const now = performance.now();
+      if (now > deadline) {
+        throw new GuestDriverError('timeout', `queue ${index}: ${out.length} of ${count} used elements after ${timeoutMs} ms`);
+      }
+      // Like Linux, DEVICE_NEEDS_RESET is looked at after a configuration interrupt; a guest
+      // without interrupts also looks every 50 ms. Queue interrupts cost no register access.
+      if (this.interrupts.config !== configSeen || now - lastStatusCheck > 50) {
+        configSeen = this.interrupts.config;
+        lastStatusCheck = now;
+        if ((await this.readStatus()) & STATUS_DEVICE_NEEDS_RESET) {
+          out.push(...queue.collect());
+          if (out.length >= count) return out;
+          throw new GuestDriverError('device-needs-reset', `device set DEVICE_NEEDS_RESET on queue ${index}`);
+        }
       }
       await Promise.race([this.nextInterrupt(), new Promise((resolve) => setTimeout(resolve, 2))]);
-      const status = await this.readStatus();
-      if (status & STATUS_DEVICE_NEEDS_RESET) {
-        out.push(...queue.collect());
-        if (out.length >= count) return out;
-        throw new GuestDriverError('device-needs-reset', `device set DEVICE_NEEDS_RESET on queue ${index}`);
-      }
     }
   }
 
