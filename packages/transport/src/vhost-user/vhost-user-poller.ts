@@ -204,8 +204,10 @@ export function watchEventFd(
   fd: number,
   onSignal: () => void,
   onError?: (error: Error) => void,
+  /** `poller` forces the pool-thread path (tests use it; Node versions without pipe_wrap take it). */
+  via: 'auto' | 'poller' = 'auto',
 ): EventFdWatch {
-  const binding = loadPipeBinding();
+  const binding = via === 'poller' ? null : loadPipeBinding();
   if (binding) {
     const handle = new binding.Pipe(binding.constants.SOCKET);
     if (handle.open(fd) === 0) {
