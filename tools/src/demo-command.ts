@@ -171,11 +171,15 @@ function statusText(entry: DemoDevice): string {
   return status === 0 ? 'reset' : 'starting';
 }
 
-function rows(devices: readonly DemoDevice[], seconds: number): Row[] {
+/**
+ * One row per device. `seconds` is the time the rate is over; with `since` (the totals at
+ * the previous live refresh) the rate is the current one, else the average of the run.
+ */
+function rows(devices: readonly DemoDevice[], seconds: number, since?: Map<DemoDevice, number>): Row[] {
   return devices.map((entry) => {
     const metrics = entry.controller?.metrics ?? { faults: 0, needsReset: 0 };
     const bytesOut = entry.sent?.bytes ?? 0;
-    const total = entry.counters.bytes + bytesOut;
+    const total = entry.counters.bytes + bytesOut - (since?.get(entry) ?? 0);
     return {
       guest: entry.guest,
       device: entry.device.name,
@@ -356,6 +360,9 @@ export const demoCommand: CommandModule = {
         const live = options.live && out.isTTY === true;
         if (options.seconds === undefined) out.write('running: Ctrl-C stops and prints the summary\n');
         let drawn = 0;
+        // Live rates are over the last refresh; the summary's over the whole run.
+        const previous = new Map<DemoDevice, number>();
+        let lastDraw = started;
         const deadline =
           options.seconds === undefined ? Number.POSITIVE_INFINITY : started + options.seconds * 1000;
         let stopRequested = false;
@@ -365,7 +372,10 @@ export const demoCommand: CommandModule = {
         while (!stopRequested && performance.now() < deadline) {
           await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
           if (live) {
-            const text = table(rows(devices, (performance.now() - started) / 1000));
+            const now = performance.now();
+            const text = table(rows(devices, (now - lastDraw) / 1000, previous));
+            lastDraw = now;
+            for (const entry of devices) previous.set(entry, entry.counters.bytes + (entry.sent?.bytes ?? 0));
             if (drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
             out.write(text);
             drawn = text.split('\n').length - 1;
