@@ -44,7 +44,7 @@ import { tcpFrame, udpFrame } from '../src/testing/net-packets.js';
 
 const QUEUE_SIZE = 1024;
 const RX_BUFFER = 4096;
-const SECONDS = Number(process.env.XVIO_BENCH_SECONDS ?? 1);
+const SECONDS = Number(process.env.XVIO_BENCH_SECONDS ?? 0.75);
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 
@@ -545,7 +545,7 @@ function memcpyOnce(size: number): number {
   return copies / (now - start);
 }
 
-const REPEATS = Number(process.env.XVIO_BENCH_REPEATS ?? 3);
+const REPEATS = Number(process.env.XVIO_BENCH_REPEATS ?? 2);
 
 /**
  * The best of a few runs: the machine is shared, and a run that another process interrupted
