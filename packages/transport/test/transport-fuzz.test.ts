@@ -3,6 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { PciGuestDriver } from '../src/testing/drivers/index.js';
+import { xenbusPaths } from '../src/xenbus/index.js';
 import { decode, text } from './sim-fixtures.js';
 import { createRig, MMIO_BASE, PCI_FUNCTION } from './transport-rig.js';
 
@@ -87,6 +88,58 @@ describe('random register traffic', () => {
         }
       }),
       { numRuns: 40 },
+    );
+  });
+
+  it('virtio-xenbus survives random frontend nodes and connects a good frontend afterwards', async () => {
+    const key = fc.constantFrom(
+      'driver-features',
+      'event-channel',
+      'queue-0/size',
+      'queue-0/desc',
+      'queue-0/driver',
+      'queue-0/device',
+      'queue-0/event-channel',
+      'queue-7/size',
+      'persistent-pool-table',
+      'config-write',
+      'state',
+    );
+    const value = fc.oneof(
+      fc.constantFrom(
+        '',
+        '0',
+        '1',
+        '3',
+        '4',
+        '5',
+        '6',
+        '-1',
+        '0x',
+        '0x1000',
+        '100000000',
+        'ffffffffffffffffffffffffffffffffff',
+        '1 0 zz',
+        '7 2 0102',
+      ),
+      fc.string({ maxLength: 24 }).filter((text) => !text.includes('\0')),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(key, value), { minLength: 1, maxLength: 30 }), async (writes) => {
+        const rig = await createRig('xenbus', 'grant-map', { noProbe: true });
+        try {
+          const services = rig.fixture.guest.services();
+          const { frontend } = xenbusPaths(0, rig.fixture.guest.domid, 0);
+          for (const [name, text] of writes) await services.store.write(`${frontend}/${name}`, text);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          // The frontend driver loads and starts from scratch, whatever state it finds.
+          await services.close();
+          await stillWorks(rig);
+        } finally {
+          await rig.close();
+        }
+      }),
+      { numRuns: 25 },
     );
   });
 });
