@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { MemoryNetHost, NO_OFFLOADS } from './net-host.js';
@@ -417,5 +418,78 @@ describe('NetDevice', () => {
     guest.controller.reset();
     expect(host.attached).toBeUndefined();
     expect(device.headerLength).toBeUndefined();
+  });
+});
+
+describe('hostile guests (property-based)', () => {
+  const headerArbitrary = fc.record({
+    flags: fc.integer({ min: 0, max: 255 }),
+    gsoType: fc.constantFrom(0, 1, 3, 4, 5, 0x81, 0x7f, 255),
+    hdrLen: fc.integer({ min: 0, max: 0xffff }),
+    gsoSize: fc.integer({ min: 0, max: 0xffff }),
+    csumStart: fc.integer({ min: 0, max: 0xffff }),
+    csumOffset: fc.integer({ min: 0, max: 0xffff }),
+  });
+
+  it('random headers and frames: every chain completes, nothing throws, the device keeps running', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            headerArbitrary,
+            fc.oneof(
+              fc.uint8Array({ maxLength: 100 }),
+              fc.integer({ min: 0, max: 3000 }).map((n) => tcpFrame(ip, new Uint8Array(n))),
+              fc.integer({ min: 0, max: 3000 }).map((n) => udpFrame(ip, new Uint8Array(n))),
+            ),
+            fc.boolean(),
+          ),
+          { minLength: 1, maxLength: 20 },
+        ),
+        (frames) => {
+          const { host, guest, device } = setup({ host: new MemoryNetHost(NO_OFFLOADS) });
+          for (const [header, data, split] of frames) guest.send(data, header, { split });
+          expect(guest.queues[1]!.usedIdx).toBe(frames.length);
+          expect(guest.controller.status & 64).toBe(0);
+          const m = device.metricsValues;
+          const dropped =
+            m.txDroppedRunt +
+            m.txDroppedOversize +
+            m.txDroppedBadGso +
+            m.txDroppedBadChecksum +
+            m.txDroppedHost;
+          expect(m.txFrames + dropped).toBe(frames.length);
+          // What reached a host without offloads never carries a partial checksum or GSO.
+          for (const sent of host.sent) expect(sent.header.gsoType).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('random control commands: always answered OK or ERR, never a reset', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.integer({ min: 0, max: 6 }),
+            fc.integer({ min: 0, max: 6 }),
+            fc.uint8Array({ maxLength: 40 }),
+          ),
+          {
+            maxLength: 20,
+          },
+        ),
+        (commands) => {
+          const { guest } = setup({ queuePairs: 2 });
+          for (const [commandClass, command, data] of commands) {
+            const ack = guest.control(commandClass, command, data);
+            expect(ack === VIRTIO_NET_OK || ack === VIRTIO_NET_ERR).toBe(true);
+          }
+          expect(guest.controller.status & 64).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 });
