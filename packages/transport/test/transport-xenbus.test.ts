@@ -24,7 +24,6 @@ describe('virtio-xenbus through the simulator', () => {
       device: templateDevice(),
       memory: createGrantMapMemory({ grants: dom0.grants, domid: guest.domid }),
       platformFeatures: VIRTIO_F_ACCESS_PLATFORM,
-      onError: (e) => console.log(e),
     });
     await backend.start();
     const driver = await XenbusGuestDriver.probe(sim, {
@@ -38,4 +37,32 @@ describe('virtio-xenbus through the simulator', () => {
     await driver.remove();
     await backend.close();
   });
+
+  for (const type of ['hvm', 'pvh', 'arm'] as const) {
+    it(`works the same on a ${type} guest (xenstore, grants and event channels only)`, async () => {
+      fixture = await simFixture(type, { ioreq: false });
+      const { sim, guest, dom0 } = fixture;
+      await addXenbusDevice(dom0.store, 0, guest.domid, 0);
+      const backend = new XenbusBackend({
+        services: dom0,
+        backendDomid: 0,
+        frontendDomid: guest.domid,
+        devid: 0,
+        device: templateDevice(),
+        memory: createGrantMapMemory({ grants: dom0.grants, domid: guest.domid }),
+        platformFeatures: VIRTIO_F_ACCESS_PLATFORM,
+      });
+      await backend.start();
+      const driver = await XenbusGuestDriver.probe(sim, {
+        domid: guest.domid,
+        devid: 0,
+        dma: grantDma(guest, 0),
+      });
+      const used = await driver.request(0, [{ data: text('Any') }, { writable: 11 }]);
+      expect(decode(used.written[0]!.subarray(8))).toBe('aNY');
+      expect(sim.interrupts).toEqual([]); // no emulated interrupt at all: event channels only
+      await driver.remove();
+      await backend.close();
+    });
+  }
 });
