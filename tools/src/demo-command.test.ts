@@ -1,6 +1,8 @@
+import type { DeviceContext, VirtioDevice } from '@xvio/transport';
 import { describe, expect, it } from 'vitest';
 import { createDeviceRegistry, createWorkspaceRegistry } from './device-registry.js';
 import { runForTest } from './testing/run-cli.js';
+import { spawnCli } from './testing/spawn-cli.js';
 
 function summaryRows(stdout: string, count: number): string[][] {
   const lines = stdout.split('\n');
@@ -65,6 +67,51 @@ describe('xvio demo', () => {
       expect(row[8]).toMatch(/^test \(\d+\)$/);
       expect(row[9]).toBe('running');
     }
+  });
+
+  it('exits 1 and says so when a device faulted', async () => {
+    // A device that reports ring corruption on every kick: the controller sets NEEDS_RESET.
+    const faulty = (): VirtioDevice => {
+      let context: DeviceContext | undefined;
+      return {
+        deviceType: 4,
+        name: 'broken-rng0',
+        queueMaxSizes: [64],
+        features: 0n,
+        configSize: 0,
+        readConfig: () => undefined,
+        writeConfig: () => undefined,
+        activate: (next) => {
+          context = next;
+        },
+        notify: () => context?.fail(new Error('descriptor-out-of-range: head 9999')),
+        reset: () => {
+          context = undefined;
+        },
+      };
+    };
+    const registry = createDeviceRegistry({ rng: async () => ({ createRngDevice: faulty }) });
+    const result = await runForTest(
+      ['demo', '--seconds', '1', '--devices', 'rng', '--guests', 'in-process'],
+      { registry },
+    );
+    expect(result.status).toBe(1);
+    const rows = summaryRows(result.stdout, 2);
+    for (const row of rows) {
+      expect(row[6]).toBe('1'); // faults
+      expect(row[7]).toBe('1'); // needs-reset
+      expect(row[9]).toBe('needs reset');
+    }
+    expect(result.stdout).toContain('\n2 device(s) faulted\n');
+  });
+
+  it('runs until SIGINT, then prints the summary and exits 0', async () => {
+    const cli = spawnCli(['--log-level', 'warn', 'demo', '--devices', 'rng', '--guests', 'in-process']);
+    await cli.waitFor(/running: Ctrl-C stops and prints the summary\n/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    cli.child.kill('SIGINT');
+    expect(await cli.exited()).toBe(0);
+    expect(cli.stdout()).toMatch(/\nsummary after [0-9.]+ s .*\nguest {3}device/);
   });
 
   it('fails clearly when no demo device is in the build', async () => {
