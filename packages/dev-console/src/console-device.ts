@@ -439,9 +439,10 @@ export class ConsoleDevice implements VirtioDevice {
 
   private hostInput(port: Port, bytes: Uint8Array): void {
     if (bytes.length === 0) return;
-    // Hosts stop reading on pause(); a chunk already in flight may still arrive. Twice the
-    // limit is the hard bound: input beyond it means a host that ignores pause, and is dropped.
-    if (port.inboundBytes + bytes.length > 2 * this.config.bufferBytes) {
+    // Hosts stop reading on pause(); a chunk already in flight may still arrive, so a chunk is
+    // taken whole while the buffer is below twice the limit (the buffer stays under twice the
+    // limit plus one chunk). Input beyond that comes from a host that ignores pause: dropped.
+    if (port.inboundBytes >= 2 * this.config.bufferBytes) {
       port.metrics.droppedBytes += bytes.length;
       return;
     }

@@ -109,6 +109,9 @@ export class NullConsoleHost implements ConsoleHost {
   }
 }
 
+/** The most a memory host hands the device at once (what a Node stream chunk holds). */
+const MEMORY_INPUT_CHUNK = 64 * 1024;
+
 export interface MemoryConsoleHostOptions {
   /** Output bytes held before `write` returns false (a slow host). Default unlimited. */
   capacity?: number;
@@ -136,6 +139,7 @@ export class MemoryConsoleHost implements ConsoleHost {
   private pausedValue = false;
   private closedValue = false;
   private started = false;
+  private delivering = false;
 
   constructor(options: MemoryConsoleHostOptions = {}) {
     this.capacity = options.capacity ?? Number.POSITIVE_INFINITY;
@@ -181,14 +185,17 @@ export class MemoryConsoleHost implements ConsoleHost {
     return out;
   }
 
-  /** Offers input to the guest. While paused it waits here (returns false) and is delivered on resume. */
+  /**
+   * Offers input to the guest, in pieces of at most 64 KiB like a stream would (so the device's
+   * pause takes effect between them). While paused the rest waits here (returns false) and is
+   * delivered on resume.
+   */
   input(bytes: Uint8Array): boolean {
-    if (!this.started || this.pausedValue || this.pending.length > 0) {
-      this.pending.push(bytes);
-      return false;
+    for (let at = 0; at < bytes.length; at += MEMORY_INPUT_CHUNK) {
+      this.pending.push(bytes.subarray(at, at + MEMORY_INPUT_CHUNK));
     }
-    this.events.data(bytes);
-    return true;
+    this.deliver();
+    return this.pending.length === 0;
   }
 
   get paused(): boolean {
@@ -206,8 +213,18 @@ export class MemoryConsoleHost implements ConsoleHost {
 
   resume(): void {
     this.pausedValue = false;
-    if (!this.started) return;
-    while (!this.pausedValue && this.pending.length > 0) this.events.data(this.pending.shift()!);
+    this.deliver();
+  }
+
+  private deliver(): void {
+    // Re-entrant calls (the device resumes while taking input) leave the loop to the outer one.
+    if (!this.started || this.delivering) return;
+    this.delivering = true;
+    try {
+      while (!this.pausedValue && this.pending.length > 0) this.events.data(this.pending.shift()!);
+    } finally {
+      this.delivering = false;
+    }
   }
 
   setConnected(connected: boolean): void {
