@@ -280,6 +280,38 @@ describe('ConsoleDevice flow control', () => {
   });
 });
 
+describe('ConsoleDevice host input bounds', () => {
+  it('takes one host write larger than bufferBytes without dropping any of it', async () => {
+    const host = new MemoryConsoleHost();
+    const { harness, device } = await startConsole({ bufferBytes: 4096 }, { hosts: [host] });
+    const input = Uint8Array.from({ length: 256 * 1024 }, (_, i) => (i * 31) & 0xff);
+    expect(host.input(input)).toBe(false); // the device paused it: the rest waits in the host
+    expect(device.metrics()['port0.inboundBuffered']).toBeLessThanOrEqual(64 * 1024);
+    const receive = new ReceiveDriver(harness, 0);
+    const got: Uint8Array[] = [];
+    let total = 0;
+    while (total < input.length) {
+      receive.post(16, 4096);
+      for (const chunk of receive.take()) {
+        got.push(chunk);
+        total += chunk.length;
+      }
+    }
+    expect(sha256(concat(got))).toBe(sha256(input));
+    expect(device.metrics()['port0.droppedBytes']).toBe(0);
+  });
+
+  it('drops and counts input from a host that ignores pause, past twice the limit', async () => {
+    const host = new MemoryConsoleHost();
+    host.pause = () => {}; // a broken host: never stops
+    const { device } = await startConsole({ bufferBytes: 4096 }, { hosts: [host] });
+    for (let i = 0; i < 1024; i++) host.input(new Uint8Array(1024));
+    const metrics = device.metrics();
+    expect(metrics['port0.inboundBuffered']).toBeLessThanOrEqual(2 * 4096 + 1024);
+    expect(metrics['port0.droppedBytes']).toBe(1024 * 1024 - metrics['port0.inboundBuffered']!);
+  });
+});
+
 describe('ConsoleDevice bad input', () => {
   it('completes a receive buffer with a readable part as a bad chain', async () => {
     const { harness, hosts, device } = await startConsole();
