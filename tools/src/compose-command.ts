@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { CommandModule } from './cli-context.js';
 import { CliError } from './cli-errors.js';
 import { bundleDigest, compose } from './compose.js';
-import { deviceListOption } from './demo-command.js';
+import { deviceListOption } from './device-options.js';
 import type { DeviceName } from './device-registry.js';
 
 interface ComposeFlags {

@@ -5,7 +5,7 @@ import {
   type VirtioDevice,
 } from '@xvio/transport';
 import { seededRandom } from '@xvio/transport/testing';
-import { InvalidArgumentError, Option } from 'commander';
+import { Option } from 'commander';
 import type { CommandModule, OutputStream } from './cli-context.js';
 import { CliError, describeError } from './cli-errors.js';
 import { deviceLogger } from './cli-logger.js';
@@ -21,7 +21,8 @@ import {
   type QueueWorkload,
   rngWorkloads,
 } from './demo-workloads.js';
-import { type DeviceName, parseDeviceList } from './device-registry.js';
+import { deviceListOption } from './device-options.js';
+import type { DeviceName } from './device-registry.js';
 import { controllerSource, serveMetrics, XvioMetrics } from './metrics-registry.js';
 import { parseIntegerOption } from './run-command.js';
 
@@ -195,15 +196,6 @@ function rows(devices: readonly DemoDevice[], seconds: number, since?: Map<DemoD
       status: statusText(entry),
     };
   });
-}
-
-/** `--devices` parsed by commander, so a bad list is reported like any bad flag. */
-export function deviceListOption(value: string): DeviceName[] {
-  try {
-    return parseDeviceList(value);
-  } catch (error) {
-    throw new InvalidArgumentError(describeError(error));
-  }
 }
 
 function sleep(ms: number, signal: Promise<unknown>): Promise<void> {

@@ -1,4 +1,6 @@
 import { InvalidArgumentError } from 'commander';
+import { describeError } from './cli-errors.js';
+import { type DeviceName, parseDeviceList } from './device-registry.js';
 
 /**
  * One `--set key=value` flag: dotted keys nest (`host.type=switch`), values are JSON when
@@ -32,4 +34,13 @@ export function collectSetting(
   }
   target[path.at(-1)!] = value;
   return out;
+}
+
+/** `--devices` parsed by commander, so a bad list is reported like any bad flag. */
+export function deviceListOption(value: string): DeviceName[] {
+  try {
+    return parseDeviceList(value);
+  } catch (error) {
+    throw new InvalidArgumentError(describeError(error));
+  }
 }

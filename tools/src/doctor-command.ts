@@ -17,7 +17,7 @@ export function formatChecks(results: readonly CheckResult[]): string {
   lines.push(
     failures === 0
       ? `ready for native Xen (${warnings} warning${warnings === 1 ? '' : 's'})`
-      : `${failures} problem${failures === 1 ? '' : 's'} to fix before native Xen use; the simulator works regardless (xvio demo, xen = "sim")`,
+      : `${failures} problem${failures === 1 ? '' : 's'} to fix before native Xen use; the simulator works regardless (xen = "sim")`,
   );
   return `${lines.join('\n')}\n`;
 }

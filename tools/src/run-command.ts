@@ -151,7 +151,7 @@ export const runCommand: CommandModule = {
         );
         if (backend.simulator) {
           context.stdout.write(
-            'the simulated domains run no guest OS: xvio demo shows guests driving the devices\n',
+            'the simulated domains run no guest OS: nothing drives these devices (xvio demo runs guest drivers)\n',
           );
         }
         if (context.handleSignals) shutdown.install();
