@@ -248,7 +248,8 @@ export class ConsoleDevice implements VirtioDevice {
 
   /**
    * Only emerg_wr is writable (5.3.4). The driver writes a 32-bit value whose low byte is the
-   * character (5.3.6.3), possibly before DRIVER_OK, when nothing else works yet.
+   * character; the spec exempts it from the initialization order, so it may come before
+   * FEATURES_OK or DRIVER_OK, when nothing else works yet (early boot, panics).
    */
   writeConfig(offset: number, source: Uint8Array): void {
     if (!this.config.emergencyWrite) return;

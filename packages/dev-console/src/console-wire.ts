@@ -80,7 +80,7 @@ export const CONTROL_EVENT_NAMES: Readonly<Record<number, string>> = {
   [VIRTIO_CONSOLE_PORT_NAME]: 'PORT_NAME',
 };
 
-/** Events a driver may send (spec 5.3.6.2.1): everything else from the guest is malformed. */
+/** Events a driver may send (spec 5.3.6.2): everything else from the guest is malformed. */
 export const DRIVER_EVENTS: ReadonlySet<number> = new Set([
   VIRTIO_CONSOLE_DEVICE_READY,
   VIRTIO_CONSOLE_PORT_READY,
