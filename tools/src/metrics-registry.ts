@@ -85,7 +85,7 @@ export class XvioMetrics {
         collect() {
           this.reset();
           read((labels, value) => {
-            if (Number.isFinite(value) && value > 0) this.inc(labels, value);
+            if (Number.isFinite(value) && value >= 0) this.inc(labels, value);
           });
         },
       });
