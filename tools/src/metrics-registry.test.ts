@@ -42,6 +42,8 @@ describe('metrics', () => {
     expect(text).toContain(
       'xvio_device_counter{domain="guest1",device="rng0",counter="rate_limited_waits"} 5',
     );
+    // Zero counters are exported too, so every series exists from the first scrape.
+    expect(text).toContain('xvio_device_resets_total{domain="guest1",device="rng0"} 0');
   });
 
   it('serves Prometheus text on 127.0.0.1 and 404 elsewhere', async () => {
