@@ -223,8 +223,10 @@ export class SplitQueue implements Virtqueue {
       const addressLow = table.getUint32(offset, true);
       const addressHigh = table.getUint32(offset + 4, true);
       const length = table.getUint32(offset + 8, true);
-      const flags = table.getUint16(offset + 12, true);
-      const next = table.getUint16(offset + 14, true);
+      // flags (@12) and next (@14) in one little-endian load.
+      const flagsAndNext = table.getUint32(offset + 12, true);
+      const flags = flagsAndNext & 0xffff;
+      const next = flagsAndNext >>> 16;
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.indirect)
           this.fail(
