@@ -24,7 +24,10 @@ export interface ConformanceExercise {
   queue?: number;
   /** The buffers of one valid request, readable first, as a driver would add them. */
   request(): MockBuffer[];
-  /** Called after each activation, before requests (e.g. give the in-memory host data to serve). */
+  /**
+   * Called after each activation, before requests (e.g. give the in-memory host data to
+   * serve). The host must then be able to serve any number of requests: one test sends 40.
+   */
   prepare?(harness: TestHarness): void | Promise<void>;
   /** Checks one completed request (its used element and where its buffers were placed). */
   check?(used: UsedElement, buffers: PlacedBuffer[], harness: TestHarness): void;
