@@ -192,6 +192,15 @@ describe('ConsoleDevice single port', () => {
     expect(config().getUint16(CONFIG_ROWS, true)).toBe(30);
   });
 
+  it('signals one configuration change at activation with F_SIZE and no MULTIPORT (Linux reads the size only then)', async () => {
+    const withSize = await startConsole();
+    expect(withSize.harness.interrupts.config).toBe(1);
+    const withoutSize = await startConsole({}, { withoutFeatures: VIRTIO_CONSOLE_F_SIZE });
+    expect(withoutSize.harness.interrupts.config).toBe(0);
+    const multiport = await startConsole({ maxPorts: 2, ports: [{ id: 0 }, { id: 1 }] });
+    expect(multiport.harness.interrupts.config).toBe(0); // sizes travel as RESIZE messages
+  });
+
   it('does not signal resizes the driver did not negotiate (no F_SIZE)', async () => {
     const { harness, hosts } = await startConsole({}, { withoutFeatures: VIRTIO_CONSOLE_F_SIZE });
     const before = harness.interrupts.config;

@@ -288,6 +288,11 @@ export class ConsoleDevice implements VirtioDevice {
       this.serveTransmit(port.id);
       this.serveReceive(port);
     }
+    // Without MULTIPORT, Linux reads cols/rows only when a configuration change arrives
+    // (drivers/char/virtio_console.c, config_work_handler), never at probe: signal one now so
+    // the console starts at the host's size instead of 0x0. The driver's core holds it until
+    // its probe has finished.
+    if (this.sizeNegotiated && !this.multiport) context.configChanged();
   }
 
   notify(queueIndex: number): void {
