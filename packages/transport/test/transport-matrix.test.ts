@@ -1,6 +1,7 @@
 // Every transport x the template device x every memory strategy that applies, through the
 // Xen simulator: requests, reset, driver reload; nothing leaks and no vCPU is left waiting.
 import { afterEach, describe, expect, it } from 'vitest';
+import { VIRTIO_F_EVENT_IDX } from '../src/virtio-features.js';
 import { STATUS_DRIVER_OK } from '../src/virtio-status.js';
 import { decode, text } from './sim-fixtures.js';
 import { createRig, type Rig, STRATEGIES, TRANSPORTS } from './transport-rig.js';
@@ -33,6 +34,16 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       await rig.driver.quiesce();
       expect(rig.fixture.sim.unansweredIoreqs()).toEqual([]);
       expect(rig.dma.counters.revokeFailures).toBe(0);
+    });
+
+    it('works with and without VIRTIO_F_EVENT_IDX', async () => {
+      rig = await createRig(transport, strategy);
+      expect(rig.driver.features & VIRTIO_F_EVENT_IDX).toBe(VIRTIO_F_EVENT_IDX);
+      for (let i = 0; i < 3; i++) await roundTrip(rig, 'withEventIdx');
+      await rig.close();
+      rig = await createRig(transport, strategy, { eventIdx: false });
+      expect(rig.driver.features & VIRTIO_F_EVENT_IDX).toBe(0n);
+      for (let i = 0; i < 3; i++) await roundTrip(rig, 'withFlags');
     });
 
     it('resets and initialises again', async () => {

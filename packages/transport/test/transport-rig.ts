@@ -48,6 +48,8 @@ export interface RigOptions {
   readonly guestType?: SimDomainType;
   /** Do not probe the guest driver. */
   readonly noProbe?: boolean;
+  /** The guest negotiates VIRTIO_F_EVENT_IDX (default true, as Linux). */
+  readonly eventIdx?: boolean;
 }
 
 export async function createRig(
@@ -66,6 +68,7 @@ export async function createRig(
     devices: [device],
     probe: false,
     ...(options.msix !== undefined ? { msix: options.msix } : {}),
+    ...(options.eventIdx !== undefined ? { eventIdx: options.eventIdx } : {}),
   });
   const entry = attached.devices[0]!;
   const fixture: SimFixture = { ...base, server: attached.server as IoreqServer };

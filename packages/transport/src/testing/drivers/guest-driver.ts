@@ -1,5 +1,10 @@
 import type { InterruptEvent, XenSimulator } from '@xvio/xen';
-import { hasFeature, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1 } from '../../virtio-features.js';
+import {
+  hasFeature,
+  VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_VERSION_1,
+} from '../../virtio-features.js';
 import {
   STATUS_ACKNOWLEDGE,
   STATUS_DEVICE_NEEDS_RESET,
@@ -23,6 +28,8 @@ export interface GuestDriverOptions {
   readonly queueSize?: number;
   /** Queues to set up (default: every queue the device has, up to 8). */
   readonly queues?: number;
+  /** Negotiate VIRTIO_F_EVENT_IDX when offered (default true, as Linux does). */
+  readonly eventIdx?: boolean;
   /** How long `waitUsed` waits by default (ms). */
   readonly timeoutMs?: number;
 }
@@ -161,7 +168,8 @@ export abstract class GuestVirtioDriver {
       await this.writeStatus(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FAILED);
       throw new GuestDriverError('features-rejected', 'grant DMA needs VIRTIO_F_ACCESS_PLATFORM');
     }
-    this.features = deviceBits | VIRTIO_F_VERSION_1 | platform;
+    const eventIdx = this.options.eventIdx === false ? 0n : offered & VIRTIO_F_EVENT_IDX;
+    this.features = deviceBits | VIRTIO_F_VERSION_1 | platform | eventIdx;
     await this.writeDriverFeatures(this.features);
     await this.writeStatus(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
     const status = await this.readStatus();
@@ -177,7 +185,13 @@ export abstract class GuestVirtioDriver {
       const max = await this.queueMaxSize(index);
       if (max === 0) break;
       const size = Math.min(max, this.options.queueSize ?? 64);
-      const queue = new GuestSplitQueue(this.sim.domain(this.domid), this.options.dma, index, size);
+      const queue = new GuestSplitQueue(
+        this.sim.domain(this.domid),
+        this.options.dma,
+        index,
+        size,
+        hasFeature(this.features, VIRTIO_F_EVENT_IDX),
+      );
       this.queueList[index] = queue;
       await this.enableQueue(index, queue);
     }
@@ -195,7 +209,7 @@ export abstract class GuestVirtioDriver {
 
   /** Kicks a queue unless the device suppressed notifications. */
   async kick(index: number): Promise<void> {
-    if (this.queue(index).kickSuppressed) return;
+    if (!this.queue(index).kickPrepare()) return;
     await this.notify(index);
   }
 
@@ -223,11 +237,15 @@ export abstract class GuestVirtioDriver {
     let lastStatusCheck = performance.now();
     for (;;) {
       out.push(...queue.collect());
-      if (queue.broken) throw new GuestDriverError('queue-broken', `queue ${index} is broken`, { cause: queue.brokenReason });
+      if (queue.broken)
+        throw new GuestDriverError('queue-broken', `queue ${index} is broken`, { cause: queue.brokenReason });
       if (out.length >= count) return out;
       const now = performance.now();
       if (now > deadline) {
-        throw new GuestDriverError('timeout', `queue ${index}: ${out.length} of ${count} used elements after ${timeoutMs} ms`);
+        throw new GuestDriverError(
+          'timeout',
+          `queue ${index}: ${out.length} of ${count} used elements after ${timeoutMs} ms`,
+        );
       }
       // Like Linux, DEVICE_NEEDS_RESET is looked at after a configuration interrupt; a guest
       // without interrupts also looks every 50 ms. Queue interrupts cost no register access.

@@ -4,6 +4,7 @@ import {
   AVAIL_IDX,
   AVAIL_RING,
   availRingSize,
+  availUsedEventOffset,
   DESC_ADDR,
   DESC_FLAGS,
   DESC_LEN,
@@ -13,10 +14,12 @@ import {
   USED_FLAGS,
   USED_IDX,
   USED_RING,
+  usedAvailEventOffset,
   usedRingSize,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
+  vringNeedEvent,
 } from '../../split-ring-wire.js';
 import { type DmaMapping, DmaRevokeError, type GuestDma } from './guest-dma.js';
 
@@ -60,6 +63,7 @@ export class GuestSplitQueue {
   private readonly free: number[];
   private readonly inFlight = new Map<number, InFlight>();
   private availIdx = 0;
+  private kickedIdx = 0;
   private lastUsed = 0;
   private bufferOffset = 0;
   /** Set when unmapping failed (the backend kept a grant): Linux stops using the device. */
@@ -71,6 +75,8 @@ export class GuestSplitQueue {
     private readonly dma: GuestDma,
     readonly index: number,
     readonly size: number,
+    /** VIRTIO_F_EVENT_IDX was negotiated: used_event / avail_event instead of the flags. */
+    readonly eventIdx = false,
   ) {
     const availBytes = availRingSize(size);
     const descBytes = size * DESC_SIZE;
@@ -162,9 +168,20 @@ export class GuestSplitQueue {
     return head;
   }
 
-  /** Whether the device asked not to be kicked (VIRTQ_USED_F_NO_NOTIFY). */
-  get kickSuppressed(): boolean {
-    return (this.view.getUint16(this.usedOffset + USED_FLAGS, true) & VIRTQ_USED_F_NO_NOTIFY) !== 0;
+  /**
+   * virtqueue_kick_prepare: whether the device wants a notification for what was added since
+   * the last call (avail_event with VIRTIO_F_EVENT_IDX, else VIRTQ_USED_F_NO_NOTIFY).
+   */
+  kickPrepare(): boolean {
+    // virtio_mb: the new avail idx is visible before we read the device's suppression state.
+    Atomics.store(fenceCell, 0, 0);
+    const old = this.kickedIdx;
+    this.kickedIdx = this.availIdx;
+    if (this.eventIdx) {
+      const event = this.view.getUint16(this.usedOffset + usedAvailEventOffset(this.size), true);
+      return vringNeedEvent(event, this.availIdx, old);
+    }
+    return (this.view.getUint16(this.usedOffset + USED_FLAGS, true) & VIRTQ_USED_F_NO_NOTIFY) === 0;
   }
 
   /** Used elements not yet collected. */
@@ -191,6 +208,9 @@ export class GuestSplitQueue {
       this.inFlight.delete(head);
       out.push({ head, length, written: this.release(entry, length) });
     }
+    // virtqueue_enable_cb: with event indexes, ask for an interrupt at the next used element.
+    if (this.eventIdx)
+      this.view.setUint16(this.availOffset + availUsedEventOffset(this.size), this.lastUsed, true);
     return out;
   }
 

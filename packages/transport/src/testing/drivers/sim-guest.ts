@@ -41,6 +41,8 @@ export interface SimGuestOptions {
   /** Queue size the guest drivers pick (default min(max, 64)). */
   readonly queueSize?: number;
   readonly timeoutMs?: number;
+  /** The guest drivers negotiate VIRTIO_F_EVENT_IDX when offered (default true). */
+  readonly eventIdx?: boolean;
   /** PCI: the guest uses MSI-X (default) or INTx only (`pci=nomsi`). */
   readonly msix?: boolean;
   /** Leave the guest drivers unloaded (call `probe()` per device). */
@@ -95,6 +97,7 @@ export async function attachSimGuest(options: SimGuestOptions): Promise<SimGuest
         dma,
         timeoutMs: options.timeoutMs ?? 5000,
         ...(options.queueSize !== undefined ? { queueSize: options.queueSize } : {}),
+        ...(options.eventIdx !== undefined ? { eventIdx: options.eventIdx } : {}),
       };
       let transport: MmioTransport | PciTransport | XenbusBackend;
       let load: () => Promise<GuestVirtioDriver>;

@@ -81,6 +81,8 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
   private configWriteSequence = 0;
   private lastGeneration = 0;
   reconnects = 0;
+  /** This driver completed the handshake and has not released the connection since. */
+  private connected = false;
   /** The backend closed the device (toolstack removal). */
   removedByBackend = false;
   /** Resolves after each automatic reconnection. */
@@ -145,7 +147,8 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
     if (this.reconnecting) return;
     const state = await this.backendState();
     // Device removal (X.10): the backend asks us to close; answer Closing and let it finish.
-    if (state === XENBUS_STATE_CLOSING && (await this.frontendState()) === XENBUS_STATE_CONNECTED) {
+    if (state === XENBUS_STATE_CLOSING && this.connected) {
+      this.connected = false;
       await this.setState(XENBUS_STATE_CLOSING);
       this.removedByBackend = true;
       return;
@@ -153,7 +156,8 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
     if (this.xenbus.autoReconnect === false) return;
     // A backend back in InitWait while we are connected has restarted: set up again
     // (spec: "Backend restart"). Requests in flight are lost and must be resubmitted.
-    if (state === XENBUS_STATE_INIT_WAIT && (await this.frontendState()) === XENBUS_STATE_CONNECTED) {
+    // Only a connection this driver made counts: a `state` left by someone else is not ours.
+    if (state === XENBUS_STATE_INIT_WAIT && this.connected) {
       this.reconnecting = true;
       try {
         this.releaseConnection(true);
@@ -298,6 +302,7 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
     }
     this.lastGeneration = await this.configGeneration();
     await this.setState(XENBUS_STATE_CONNECTED);
+    this.connected = true;
   }
 
   private controlEvent(): void {
@@ -321,8 +326,12 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
 
   /** Closing handshake: Closing, wait for the backend's Closed, release, Initialising. */
   private async disconnect(): Promise<void> {
-    const state = await this.frontendState();
-    if (state === XENBUS_STATE_CONNECTED || state === XENBUS_STATE_INITIALISED) {
+    // The Closing handshake is for a connection the backend holds (ours, or a stale one) or a
+    // setup it refused (X.5.3). A backend in InitWait holds nothing (it may have restarted):
+    // Initialising is all it needs, and a Closing it processed late would close it again.
+    this.connected = false;
+    const backend = await this.backendState();
+    if (backend === XENBUS_STATE_CONNECTED || backend === XENBUS_STATE_CLOSING) {
       await this.setState(XENBUS_STATE_CLOSING);
       await this.waitBackend((s) => s === XENBUS_STATE_CLOSED || s === XENBUS_STATE_INIT_WAIT);
     }
@@ -332,6 +341,7 @@ export class XenbusGuestDriver extends GuestVirtioDriver {
 
   /** Unbinds channels and forgets the queues (the base class destroys them, revoking their grants). */
   private releaseConnection(destroyQueues: boolean): void {
+    this.connected = false;
     this.control?.close();
     this.control = undefined;
     for (const channel of this.channels) channel?.close();
