@@ -104,6 +104,7 @@ export class PackedQueue implements Virtqueue {
   private ahead = 0;
   private indirectCopy: Uint8Array | undefined;
   private indirectView: DataView | undefined;
+  private lastIndirectTarget: Uint8Array | undefined;
   /** Our last write to the device event flags, to skip redundant stores. */
   private deviceEventFlags = -1;
 
@@ -407,10 +408,7 @@ export class PackedQueue implements Virtqueue {
       this.indirectView = new DataView(this.indirectCopy.buffer);
     }
     try {
-      this.memory.read(
-        address,
-        length === this.indirectCopy.length ? this.indirectCopy : this.indirectCopy.subarray(0, length),
-      );
+      this.memory.read(address, this.indirectTarget(length));
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
       this.fail(
@@ -455,6 +453,13 @@ export class PackedQueue implements Virtqueue {
     chain.count = n >> 2;
     chain.readableLength = readable;
     chain.writableLength = writable;
+  }
+
+  /** The first `length` bytes of the reusable indirect copy (the last view is kept: tables tend to repeat their size). */
+  private indirectTarget(length: number): Uint8Array {
+    if (this.lastIndirectTarget?.length !== length)
+      this.lastIndirectTarget = this.indirectCopy!.subarray(0, length);
+    return this.lastIndirectTarget;
   }
 
   /** Gives a completed (or given-back) chain object to the queue to reuse; see `DescriptorChain`. */

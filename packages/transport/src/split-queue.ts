@@ -93,6 +93,7 @@ export class SplitQueue implements Virtqueue {
   private readonly pool: ChainPool;
   private indirectCopy: Uint8Array | undefined;
   private indirectView: DataView | undefined;
+  private lastIndirectTarget: Uint8Array | undefined;
   /** Used index when the driver was last considered for an interrupt. */
   private signalledUsed: number | undefined;
 
@@ -313,10 +314,7 @@ export class SplitQueue implements Virtqueue {
       this.indirectView = new DataView(this.indirectCopy.buffer);
     }
     try {
-      this.memory.read(
-        address,
-        length === this.indirectCopy.length ? this.indirectCopy : this.indirectCopy.subarray(0, length),
-      );
+      this.memory.read(address, this.indirectTarget(length));
     } catch (error) {
       if (!GuestMemoryError.isInstance(error)) throw error;
       this.fail(
@@ -326,6 +324,13 @@ export class SplitQueue implements Virtqueue {
       );
     }
     return this.indirectView!;
+  }
+
+  /** The first `length` bytes of the reusable indirect copy (the last view is kept: tables tend to repeat their size). */
+  private indirectTarget(length: number): Uint8Array {
+    if (this.lastIndirectTarget?.length !== length)
+      this.lastIndirectTarget = this.indirectCopy!.subarray(0, length);
+    return this.lastIndirectTarget;
   }
 
   /** Gives a completed (or given-back) chain object to the queue to reuse; see `DescriptorChain`. */
