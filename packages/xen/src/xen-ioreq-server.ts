@@ -262,12 +262,6 @@ class IoreqServerImpl implements IoreqServer {
           this.bufChannel.onEvent(() => this.drainBuffered());
         }
       }
-      for (let vcpu = 0; vcpu < this.vcpus; vcpu++) {
-        const port = this.view.getUint32(ioreqOffset(vcpu) + IOREQ_VP_EPORT, true);
-        const channel = events.bindInterdomain(this.domid, port);
-        channel.onEvent(() => this.service(vcpu));
-        this.channels.push(channel);
-      }
     } catch (error) {
       this.release();
       throw error;
@@ -331,6 +325,18 @@ class IoreqServerImpl implements IoreqServer {
 
   enable(): void {
     this.services.deviceModel.setIoreqServerState(this.domid, this.id, true);
+    if (this.channels.length > 0) return;
+    // Xen writes each vCPU's port (vp_eport) into the shared page when the server is
+    // enabled, not when it is created (seen on Xen 4.17: binding the port read before
+    // XEN_DMOP_set_ioreq_server_state fails with EINVAL). An ioreq raised between enabling
+    // and binding found no listener, so look at every slot once after binding.
+    for (let vcpu = 0; vcpu < this.vcpus; vcpu++) {
+      const port = this.view.getUint32(ioreqOffset(vcpu) + IOREQ_VP_EPORT, true);
+      const channel = this.services.events.bindInterdomain(this.domid, port);
+      channel.onEvent(() => this.service(vcpu));
+      this.channels.push(channel);
+    }
+    for (let vcpu = 0; vcpu < this.vcpus; vcpu++) this.service(vcpu);
   }
 
   disable(): void {

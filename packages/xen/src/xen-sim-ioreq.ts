@@ -14,6 +14,7 @@ import {
   IOREQ_TYPE_INVALIDATE,
   IOREQ_TYPE_PCI_CONFIG,
   IOREQ_TYPE_PIO,
+  IOREQ_VP_EPORT,
   ioreqOffset,
   pciSbdf,
   readIoreq,
@@ -153,12 +154,13 @@ export class SimIoreqCore {
         },
       });
       vcpuPorts.push(port);
+      // As on Xen, vp_eport is published when the server is enabled (setState), not here.
       writeIoreq(view, ioreqOffset(vcpu), {
         addr: 0n,
         data: 0n,
         count: 0,
         size: 0,
-        vpEport: port,
+        vpEport: 0,
         state: STATE_IOREQ_NONE,
         dataIsPtr: false,
         dirRead: false,
@@ -221,6 +223,10 @@ export class SimIoreqCore {
     const server = this.server(domid, id, caller, 'set_ioreq_server_state');
     const wasEnabled = server.enabled;
     server.enabled = enabled;
+    if (enabled) {
+      const page = new DataView(server.resource.bytes.buffer, server.resource.bytes.byteOffset + SIM_PAGE_SIZE, SIM_PAGE_SIZE);
+      server.vcpuPorts.forEach((port, vcpu) => page.setUint32(ioreqOffset(vcpu) + IOREQ_VP_EPORT, port, true));
+    }
     if (enabled && !wasEnabled && !server.invalidated) {
       server.invalidated = true;
       // The first ioreq every server sees on a live guest is the INVALIDATE broadcast
