@@ -180,6 +180,8 @@ interface RunState {
   /** Scratch for transmit headers: hosts use a frame only during `send`, so one is enough. */
   readonly txHeaderBytes: Uint8Array;
   readonly txHeader: NetHeader;
+  readonly txSegments: Uint8Array[];
+  readonly txFrame: { header: NetHeader; segments: Uint8Array[]; length: number };
   /** `written` for a one-buffer receive (strategies read it during `release` only). */
   readonly writtenOne: number[];
   rxWaiting: boolean;
@@ -288,6 +290,7 @@ export class NetDevice implements VirtioDevice {
       },
     };
     const pairs = this.queuePairs;
+    const txSegments: Uint8Array[] = [];
     this.run = {
       context,
       endpoint,
@@ -304,6 +307,8 @@ export class NetDevice implements VirtioDevice {
       txHeaderBytes: new Uint8Array(netHeaderLength(features)),
       txHeader: emptyNetHeader(),
       writtenOne: [0],
+      txSegments,
+      txFrame: { header: emptyNetHeader(), segments: txSegments, length: 0 },
       rxWaiting: false,
     };
     this.host.attach(endpoint);
@@ -408,7 +413,9 @@ export class NetDevice implements VirtioDevice {
         return 0;
       }
       const length = chain.readableLength - headerLength;
-      const segments: Uint8Array[] = [];
+      // Reused per frame: a host uses a frame only during `send` (NetFrame's contract).
+      const segments = run.txSegments;
+      segments.length = 0;
       let header: NetHeader | undefined;
       let skip = headerLength;
       for (let i = 0; i < ranges.length; i++) {
@@ -433,7 +440,9 @@ export class NetDevice implements VirtioDevice {
           skip = 0;
         }
       }
-      const frame: NetFrame = { header: header!, segments, length };
+      const frame = run.txFrame;
+      frame.header = header!;
+      frame.length = length;
       if (!this.checkTxFrame(run, frame)) return 0;
       frame.header.flags &= VIRTIO_NET_HDR_F_NEEDS_CSUM; // DATA_VALID and RSC_INFO are device-to-driver only
       const result = this.sendToHost(run, frame);

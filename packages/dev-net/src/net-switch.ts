@@ -7,7 +7,7 @@ export interface NetSwitchOptions {
   ageingMs?: number;
   /** Bound on the MAC table; when full, the oldest entry goes. */
   maxAddresses?: number;
-  /** Milliseconds clock (tests pass their own). */
+  /** Milliseconds clock for MAC ageing (tests pass their own). Default: a 100 ms coarse clock. */
   now?: () => number;
 }
 
@@ -61,7 +61,7 @@ export class NetSwitch {
     this.name = options.name ?? 'switch0';
     this.ageingMs = options.ageingMs ?? 300_000;
     this.maxAddresses = options.maxAddresses ?? 4096;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? coarseNow;
   }
 
   /** A new port; give it to a device as its host. */
@@ -101,7 +101,7 @@ export class NetSwitch {
   forward(source: SwitchPort, frame: NetFrame): SendResult {
     const first = frame.segments[0]!;
     const now = this.now();
-    if (!source.admit(frame.length, now)) return 'defer';
+    if (!source.admit(frame.length)) return 'defer';
     this.learn(first, source, now);
     source.counters.inFrames++;
     source.counters.inBytes += frame.length;
@@ -231,8 +231,9 @@ export class SwitchPort implements NetHost {
   }
 
   /** @internal Token bucket: whether `bytes` may enter now; schedules a resume when not. */
-  admit(bytes: number, now: number): boolean {
+  admit(bytes: number): boolean {
     if (this.bytesPerMs === 0) return true;
+    const now = Date.now();
     this.tokens = Math.min(this.burst, this.tokens + (now - this.refilled) * this.bytesPerMs);
     this.refilled = now;
     if (this.tokens >= bytes) {
@@ -268,6 +269,24 @@ export class SwitchPort implements NetHost {
     this.detach();
     this.owner.removePort(this);
   }
+}
+
+let coarseMs = Date.now();
+let coarseTimer: NodeJS.Timeout | undefined;
+
+/**
+ * Milliseconds, refreshed every 100 ms by a timer: MAC ageing counts in hundreds of seconds,
+ * and reading the system clock per frame costs more than the rest of a forwarding decision.
+ */
+function coarseNow(): number {
+  if (coarseTimer === undefined) {
+    coarseTimer = setInterval(() => {
+      coarseMs = Date.now();
+    }, 100);
+    coarseTimer.unref();
+    coarseMs = Date.now();
+  }
+  return coarseMs;
 }
 
 const switches = new Map<string, NetSwitch>();
