@@ -49,7 +49,7 @@ describe('MemoryNetHost', () => {
 
   it('holds injected frames while the guest has no buffers, in order, up to its bound', () => {
     const host = new MemoryNetHost(NO_OFFLOADS, 2);
-    const guest = endpoint(['no-buffers', 'no-buffers', 'no-buffers']);
+    const guest = endpoint(['no-buffers', 'no-buffers']); // one answer per inject
     host.attach(guest);
     expect(host.inject(new Uint8Array(10))).toBe(true);
     expect(host.inject(new Uint8Array(11))).toBe(true);
