@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 // The conformance suite run against a minimal device written here with the core's own
-// helpers (serviceQueue + openChain): it proves the suite and the core agree.
+// building blocks (serviceQueue + openChain): it proves the suite and the core agree.
 import {
   CORE_FEATURES,
   type DeviceContext,
