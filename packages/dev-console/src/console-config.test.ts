@@ -29,7 +29,7 @@ describe('parseConsoleConfig', () => {
 
   it.each([
     ['stdio', { kind: 'stdio', raw: true }],
-    ['pty', { kind: 'pty', raw: true, holdSlave: true }],
+    ['pty', { kind: 'pty', raw: true, holdSlave: true, sizePollMs: 1000 }],
     ['unix:/run/xvio/console.sock', { kind: 'unix', path: '/run/xvio/console.sock' }],
     ['tcp:4555', { kind: 'tcp', host: '127.0.0.1', port: 4555 }],
     ['tcp:[::1]:4555', { kind: 'tcp', host: '::1', port: 4555 }],

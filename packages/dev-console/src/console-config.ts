@@ -27,6 +27,8 @@ export const consoleHostSchema = z.discriminatedUnion('kind', [
       raw: z.boolean().default(true),
       holdSlave: z.boolean().default(true),
       size: sizeSchema.optional(),
+      /** How often to look for window size changes made on the terminal (0: never). */
+      sizePollMs: z.number().int().min(0).max(60_000).default(1000),
     })
     .strict(),
   z.object({ kind: z.literal('unix'), path: z.string().min(1).max(107) }).strict(),

@@ -123,7 +123,12 @@ export function createConsoleHost(host: ConsoleHostConfig, log?: string): Consol
       case 'stdio':
         return new StdioConsoleHost({ raw: host.raw });
       case 'pty':
-        return new PtyConsoleHost({ raw: host.raw, holdSlave: host.holdSlave, size: host.size });
+        return new PtyConsoleHost({
+          raw: host.raw,
+          holdSlave: host.holdSlave,
+          sizePollMs: host.sizePollMs,
+          ...(host.size ? { size: host.size } : {}),
+        });
       case 'unix':
         return new UnixSocketConsoleHost({ path: host.path });
       case 'tcp':

@@ -110,6 +110,23 @@ describe('PtyConsoleHost through the device', () => {
     expect(host.size).toEqual({ cols: 90, rows: 20 });
   });
 
+  it('notices a window size change made on the terminal and reports it as a resize', async () => {
+    const host = new PtyConsoleHost({ size: { cols: 80, rows: 24 }, sizePollMs: 10 });
+    const sizes: { cols: number; rows: number }[] = [];
+    await host.start({
+      data() {},
+      drain() {},
+      connection() {},
+      resize: (size) => sizes.push(size),
+      closed() {},
+    });
+    cleanup.push(() => host.close());
+    host.setSize({ cols: 200, rows: 60 }); // as `screen` would on attach (TIOCSWINSZ)
+    const deadline = Date.now() + 5000;
+    while (sizes.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(sizes).toEqual([{ cols: 200, rows: 60 }]);
+  });
+
   it('reports the terminal going away when it does not hold the slave (holdSlave: false)', async () => {
     const host = new PtyConsoleHost({ holdSlave: false });
     let closedWith: unknown = 'not closed';

@@ -101,6 +101,12 @@ export interface PtyConsoleHostOptions {
   holdSlave?: boolean;
   /** Bytes buffered toward the terminal before `write` returns false. Default 64 KiB. */
   highWaterMark?: number;
+  /**
+   * How often to look at the window size (TIOCGWINSZ) for changes made on the slave side, in
+   * milliseconds; 0 turns it off. The kernel tells only the slave's process group (SIGWINCH),
+   * so reading it is the only way to follow a terminal program's resize. Default 1000.
+   */
+  sizePollMs?: number;
 }
 
 /**
@@ -120,6 +126,8 @@ export class PtyConsoleHost implements ConsoleHost {
   private events: ConsoleHostEvents | undefined;
   private waitingForDrain = false;
   private closed = false;
+  private sizeTimer: ReturnType<typeof setInterval> | undefined;
+  private lastSize: ConsoleSize | undefined;
   private readonly options: PtyConsoleHostOptions;
 
   constructor(options: PtyConsoleHostOptions = {}) {
@@ -184,6 +192,19 @@ export class PtyConsoleHost implements ConsoleHost {
     });
     stream.on('error', (error) => this.lost(error));
     stream.on('close', () => this.lost(undefined));
+    const pollMs = this.options.sizePollMs ?? 1000;
+    if (pollMs > 0) {
+      this.lastSize = this.size;
+      this.sizeTimer = setInterval(() => this.checkSize(), pollMs);
+      this.sizeTimer.unref();
+    }
+  }
+
+  private checkSize(): void {
+    const size = this.size;
+    if (!size || (size.cols === this.lastSize?.cols && size.rows === this.lastSize.rows)) return;
+    this.lastSize = size;
+    this.events?.resize(size);
   }
 
   /** Sets the terminal's window size (TIOCSWINSZ); the program on the slave gets SIGWINCH. */
@@ -198,6 +219,7 @@ export class PtyConsoleHost implements ConsoleHost {
   private lost(error: unknown): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sizeTimer);
     this.stream?.destroy(); // the handle owns the master fd and closes it
     this.stream = undefined;
     this.master = -1;
@@ -225,6 +247,7 @@ export class PtyConsoleHost implements ConsoleHost {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.sizeTimer);
     const stream = this.stream;
     this.stream = undefined;
     if (stream) {
