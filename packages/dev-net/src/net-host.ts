@@ -75,7 +75,7 @@ export class NullNetHost implements NetHost {
 
   attach(): void {}
   detach(): void {}
-  send(): SendResult {
+  send(_frame: NetFrame): SendResult {
     this.dropped++;
     return 'sent';
   }
