@@ -251,7 +251,9 @@ export class XvioMetrics {
 
   add(source: MetricSource): () => void {
     this.sources.add(source);
-    return () => this.sources.delete(source);
+    return () => {
+      this.sources.delete(source);
+    };
   }
 
   text(): Promise<string> {

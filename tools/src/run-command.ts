@@ -125,9 +125,14 @@ export const runCommand: CommandModule = {
         }
         log.debug({ plan: effective }, 'configuration accepted');
         const { serveRunPlan } = await import('./run-serve.js');
-        const backend = await serveRunPlan(effective, context.registry, log);
-        shutdown.add('backend', () => backend.close());
         const metrics = new XvioMetrics();
+        const discovered = new Map<unknown, () => void>();
+        const backend = await serveRunPlan(effective, context.registry, log, {
+          onDiscovered: (device) =>
+            discovered.set(device, metrics.add(controllerSource(`dom${device.domid}`, device.controller))),
+          onRemoved: (device) => discovered.get(device)?.(),
+        });
+        shutdown.add('backend', () => backend.close());
         for (const served of backend.devices)
           metrics.add(controllerSource(`dom${served.domid}`, served.controller));
         if (effective.metricsPort !== undefined) {
@@ -149,6 +154,11 @@ export const runCommand: CommandModule = {
         context.stdout.write(
           `serving ${backend.devices.length} device(s) to ${domains} domain(s) on ${effective.xen === 'sim' ? 'the Xen simulator' : 'Xen'}\n`,
         );
+        if (backend.discovery) {
+          context.stdout.write(
+            `watching /local/domain/${effective.backendDomid}/backend/virtio for devices libxl configures\n`,
+          );
+        }
         if (backend.simulator) {
           context.stdout.write(
             'the simulated domains run no guest OS: nothing drives these devices (xvio demo runs guest drivers)\n',

@@ -159,7 +159,7 @@ describe('run configuration', () => {
         '  domains[0].devices[0].transport: got "usb"; allowed values: mmio, pci, xenbus',
         '  domains[0].devices[0].memory: got "dma"; allowed values: foreign, grant-map, grant-copy, persistent-pool',
         '  domains[0].devices[0].speed: unknown field; allowed fields: type, devid, transport, memory, options',
-        '  colour: unknown field; allowed fields: xen, backend_domid, metrics, xenstored, domains',
+        '  colour: unknown field; allowed fields: xen, backend_domid, metrics, xenstored, discover, domains',
       ].join('\n'),
     );
   });
@@ -167,12 +167,19 @@ describe('run configuration', () => {
   it('requires the hypervisor mode and at least one domain', async () => {
     const error = await errorOf(planRun({ domains: [] }, 'c.toml', dir));
     expect(error.message).toBe(
-      [
-        'invalid configuration c.toml:',
-        '  xen: is required; allowed values: native, sim',
-        '  domains: needs at least 1 entries',
-      ].join('\n'),
+      ['invalid configuration c.toml:', '  xen: is required; allowed values: native, sim'].join('\n'),
     );
+    const empty = await errorOf(planRun({ xen: 'sim' }, 'c.toml', dir));
+    expect(empty.message).toBe(
+      ['invalid configuration c.toml:', '  domains: needs at least 1 entries (or discover = "libxl")'].join(
+        '\n',
+      ),
+    );
+    const discover = await errorOf(planRun({ xen: 'sim', discover: 'udev' }, 'c.toml', dir));
+    expect(discover.message).toBe(
+      ['invalid configuration c.toml:', '  discover: got "udev"; allowed values: libxl'].join('\n'),
+    );
+    expect((await planRun({ xen: 'sim', discover: 'libxl' }, 'c.toml', dir)).discoverLibxl).toBe(true);
   });
 
   it('rejects wrong types, duplicate domains and devids, and empty domains', async () => {

@@ -49,7 +49,12 @@ export const runConfigSchema = z.strictObject({
   backend_domid: domid.optional(),
   metrics: z.strictObject({ port: z.number().int().min(1).max(65535) }).optional(),
   xenstored: z.strictObject({ socket_path: z.string().min(1) }).optional(),
-  domains: z.array(domainSchema).min(1),
+  /**
+   * `libxl`: also serve every virtio device libxl configures with this backend (xl.cfg
+   * `virtio = [...]` lines of any guest), found under `backend/virtio` and watched.
+   */
+  discover: z.enum(['libxl']).optional(),
+  domains: z.array(domainSchema).default([]),
 });
 
 export type RunConfigInput = z.infer<typeof runConfigSchema>;
@@ -79,6 +84,8 @@ export interface RunPlan {
   readonly domains: readonly DomainPlan[];
   /** xl entries meant for another backend domain: not served here, reported. */
   readonly skipped: readonly string[];
+  /** Serve the devices libxl writes under `backend/virtio` as they appear. */
+  readonly discoverLibxl: boolean;
 }
 
 /**
@@ -181,6 +188,9 @@ export async function planRun(data: unknown, file: string, baseDir: string): Pro
     devices.sort((a, b) => a.devid - b.devid);
     domains.push({ domid: domain.domid, name, devices });
   }
+  if (config.domains.length === 0 && config.discover === undefined) {
+    errors.push('domains: needs at least 1 entries (or discover = "libxl")');
+  }
   if (errors.length > 0) throw configError(file, errors);
   return {
     xen: config.xen,
@@ -189,6 +199,7 @@ export async function planRun(data: unknown, file: string, baseDir: string): Pro
     xenstoredSocket: config.xenstored?.socket_path,
     domains,
     skipped,
+    discoverLibxl: config.discover === 'libxl',
   };
 }
 

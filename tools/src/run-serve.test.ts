@@ -86,6 +86,52 @@ describe('run on the simulator', () => {
     await mmio.remove();
   });
 
+  it('serves the virtio devices libxl writes under backend/virtio as they appear, and lets them go', async () => {
+    const plan = await planRun({ xen: 'sim', discover: 'libxl' }, 'test.toml', '.');
+    backend = await serveRunPlan(plan, createWorkspaceRegistry(), quiet);
+    const store = backend.services.store;
+    const node = '/local/domain/0/backend/virtio/7/0';
+    // What libxl__set_xenstore_virtio and the generic device code write for
+    // virtio = [ "type=virtio,device4, transport=mmio, grant_usage=0, backend=0" ].
+    for (const [key, value] of Object.entries({
+      frontend: '/local/domain/7/device/virtio/0',
+      'frontend-id': '7',
+      online: '1',
+      irq: '33',
+      base: '0x2000000',
+      type: 'virtio,device4',
+      transport: 'mmio',
+      grant_usage: '0',
+      state: '1',
+    })) {
+      await store.write(`${node}/${key}`, value);
+    }
+    const discovery = backend.discovery!;
+    for (let i = 0; i < 200 && !discovery.served.has('7/0'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await discovery.settled();
+    }
+    const served = discovery.served.get('7/0')!;
+    expect([served.device.name, served.memory.kind]).toEqual(['dom7-rng0', 'foreign']);
+    expect(await store.read(`${node}/state`)).toBe('2');
+    const sim = backend.simulator!;
+    const mmio = await MmioGuestDriver.probe(sim, {
+      domid: 7,
+      base: 0x0200_0000n,
+      irq: 33,
+      dma: physicalDma(),
+    });
+    expect(await entropy(mmio)).toBe(256);
+    await mmio.remove();
+    // xl destroy / device detach: online 0, Closing.
+    await store.write(`${node}/online`, '0');
+    await store.write(`${node}/state`, '5');
+    for (let i = 0; i < 200 && discovery.served.has('7/0'); i++)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(discovery.served.has('7/0')).toBe(false);
+    expect(await store.read(`${node}/state`)).toBe('6');
+  });
+
   it('refuses a domain that mixes mmio and pci, and a backend outside dom0', async () => {
     const mixed = await planRun(
       {

@@ -16,6 +16,7 @@ import { deviceLogger } from './cli-logger.js';
 import type { DeviceRegistry } from './device-registry.js';
 import { loadOptionalModule } from './optional-modules.js';
 import type { DevicePlan, DomainPlan, RunPlan } from './run-config.js';
+import { type DiscoveredDevice, type LibxlDiscovery, startLibxlDiscovery } from './run-discovery.js';
 
 /** One device being served: where, over what, and the controller metrics read. */
 export interface ServedDevice {
@@ -27,7 +28,9 @@ export interface ServedDevice {
 }
 
 export interface RunningBackend {
+  /** Devices of the configuration (discovered ones are in `discovery.served`). */
   readonly devices: readonly ServedDevice[];
+  readonly discovery: LibxlDiscovery | undefined;
   /** The simulated machine (`xen = "sim"`): its domains have no guest OS unless a test drives one. */
   readonly simulator: XenSimulator | undefined;
   /** The backend domain's services (dom0's in the simulator). */
@@ -99,10 +102,17 @@ function simDomainType(domain: DomainPlan): 'hvm' | 'pv' | 'arm' {
  * memory strategy, on the simulator or on this host's Xen. Everything started is closed by
  * `close()` (newest first), also when starting fails half-way.
  */
+export interface ServeHooks {
+  /** A device discovered in libxl's nodes started or stopped being served (for metrics). */
+  onDiscovered?(device: DiscoveredDevice): void;
+  onRemoved?(device: DiscoveredDevice): void;
+}
+
 export async function serveRunPlan(
   plan: RunPlan,
   registry: DeviceRegistry,
   log: Logger,
+  hooks: ServeHooks = {},
 ): Promise<RunningBackend> {
   const xen = (await loadOptionalModule('xen')) as unknown as XenModule;
   const cleanups: (() => unknown)[] = [];
@@ -144,15 +154,23 @@ export async function serveRunPlan(
     }
   }
   const devices: ServedDevice[] = [];
+  const servers = new Map<number, IoreqServer>();
+  const serverOf = (domid: number) => {
+    let server = servers.get(domid);
+    if (!server) {
+      const created = xen.createIoreqServer(services, { domid });
+      cleanups.push(() => created.close());
+      servers.set(domid, created);
+      server = created;
+    }
+    return server;
+  };
+  let discovery: LibxlDiscovery | undefined;
   try {
     for (const domain of plan.domains) {
       let server: IoreqServer | undefined;
       const ioreqServer = () => {
-        if (!server) {
-          const created = xen.createIoreqServer(services, { domid: domain.domid });
-          cleanups.push(() => created.close());
-          server = created;
-        }
+        server = serverOf(domain.domid);
         return server;
       };
       for (const entry of domain.devices) {
@@ -251,9 +269,32 @@ export async function serveRunPlan(
       }
       server?.enable();
     }
+    if (plan.discoverLibxl) {
+      const configured = new Set(plan.domains.map((domain) => domain.domid));
+      const created = new Set<number>();
+      const found = await startLibxlDiscovery({
+        services,
+        backendDomid: plan.backendDomid,
+        registry,
+        log,
+        ioreqServer: (domid) => {
+          // The simulator has no `xl create`: a domain first named in libxl's nodes is made
+          // here, as an Arm guest (libxl's virtio-mmio layout).
+          if (simulator && !configured.has(domid) && !created.has(domid)) {
+            simulator.createDomain({ domid, type: 'arm', memoryBytes: SIM_GUEST_MEMORY, vcpus: 1 });
+            created.add(domid);
+          }
+          return serverOf(domid);
+        },
+        onServe: (device) => hooks.onDiscovered?.(device),
+        onStop: (device) => hooks.onRemoved?.(device),
+      });
+      discovery = found;
+      cleanups.push(() => found.close());
+    }
   } catch (error) {
     await close();
     throw error;
   }
-  return { devices, simulator, services, close };
+  return { devices, discovery, simulator, services, close };
 }
