@@ -86,7 +86,7 @@ function write(bench: string, results: Result[], notes: string): void {
   );
   writeFileSync(
     join(directory, `xen-${bench}.md`),
-    `# @xvio/xen ${bench}\n\n${machine}, ${date}, ${SECONDS} s per case (\`pnpm --filter @xvio/xen bench\`).\n\n${notes}\n\n| case | value | bound |\n|---|---|---|\n${rows.join('\n')}\n`,
+    `# @xvio/xen ${bench}\n\n${machine}, ${date}, ${SECONDS} s per case, best of ${ROUNDS} rounds (\`pnpm --filter @xvio/xen bench\`).\n\n${notes}\n\n| case | value | bound |\n|---|---|---|\n${rows.join('\n')}\n`,
   );
 }
 
