@@ -1,20 +1,51 @@
 // An xvio vhost-user backend the end-to-end tests run in a process of its own (as the CLI
 // runs one):
-//   node --import tsx e2e-backend.ts <socket path> [--connect] [--device rng]
+//   node --import tsx e2e-backend.ts <socket path> [--connect] [--device rng|net] [--tap NAME]
 // --connect dials a QEMU that listens (`-chardev socket,...,server=on`) and dials again
 // after a disconnect. Prints XVIO-BACKEND-READY once serving; SIGTERM closes it cleanly.
+import { createNetHost, NetDevice, netWire } from '@xvio/dev-net';
 import { createRngDevice } from '@xvio/dev-rng';
 import type { VirtioDevice } from '@xvio/transport';
 import { serveVhostUser } from '@xvio/transport/vhost-user';
 
 /**
- * Devices by name. The hook for virtio-net: add `net: () => <@xvio/dev-net device>` here
- * and boot the guest with `-netdev vhost-user,id=n0,chardev=vu -device
- * virtio-net-pci,netdev=n0,vectors=0,romfile=` and `xvio.case=net` (see guest-init.sh).
+ * Devices by name. `net` (`@xvio/dev-net` on a TAP) is booted with `-netdev
+ * vhost-user,id=n0,chardev=vu -device virtio-net-pci,netdev=n0,vectors=0,romfile=` and
+ * `xvio.case=net` (see guest-init.sh and net.test.ts).
  */
 const devices: Record<string, () => VirtioDevice> = {
   rng: () => createRngDevice({ name: 'rng0' }),
+  net: () => netDevice(),
 };
+
+// net: one device for the process, reused by every connection (the server resets it when a
+// frontend leaves), because its TAP fd lives as long as the device: a second device would
+// find the interface busy. `--tap` names an interface the test created (persistent, inside
+// the network namespace this process runs in).
+//
+// Under vhost-user the frontend keeps the control queue: QEMU forwards to the backend only the
+// acked bits of its vhost feature list, which holds GUEST_ANNOUNCE (and MQ) but not CTRL_VQ,
+// so a backend offering GUEST_ANNOUNCE is told "GUEST_ANNOUNCE without CTRL_VQ" and must
+// refuse it (spec 5.1.3.1). The control-queue family is therefore not offered here.
+const FRONTEND_CONTROL_FEATURES =
+  netWire.VIRTIO_NET_F_CTRL_VQ |
+  netWire.VIRTIO_NET_F_CTRL_RX |
+  netWire.VIRTIO_NET_F_CTRL_VLAN |
+  netWire.VIRTIO_NET_F_GUEST_ANNOUNCE |
+  netWire.VIRTIO_NET_F_CTRL_MAC_ADDR;
+let net: NetDevice | undefined;
+function netDevice(): NetDevice {
+  const tap = process.argv.indexOf('--tap');
+  const ifname = tap > 0 ? process.argv[tap + 1] : undefined;
+  net ??= new NetDevice({
+    name: 'net0',
+    // QEMU's `-device virtio-net-pci,mac=` is what the guest sees; this one is never read.
+    mac: netWire.parseMac('52:54:00:12:34:56')!,
+    host: createNetHost({ type: 'tap', ...(ifname ? { ifname } : {}) }),
+    withoutFeatures: FRONTEND_CONTROL_FEATURES,
+  });
+  return net;
+}
 
 const socketPath = process.argv[2];
 const deviceFlag = process.argv.indexOf('--device');
@@ -33,9 +64,15 @@ const log = {
   error: (message: string) => console.error(`backend error: ${message}`),
 };
 
+// Open the TAP before READY, so a missing interface fails the start, not the first frontend.
+if (deviceName === 'net') netDevice();
+
 const connect = process.argv.includes('--connect');
 const server = serveVhostUser({ socketPath, connect, device, log });
 process.stdout.write('XVIO-BACKEND-READY\n');
 process.on('SIGTERM', () => {
-  void server.close().then(() => process.exit(0));
+  void server
+    .close()
+    .then(() => net?.host.close())
+    .then(() => process.exit(0));
 });

@@ -55,9 +55,11 @@ rng_case() {
   fi
 }
 
-# The hook for virtio-net through `-netdev vhost-user`: brings eth0 up as xvio.ip (CIDR),
-# pings xvio.peer, then sends xvio.bytes of /dev/urandom to xvio.peer:xvio.port with nc
-# and prints the md5 the host peer must match.
+# virtio-net (`-netdev vhost-user` through xvio, or QEMU's own): brings eth0 up as xvio.ip
+# (CIDR), pings xvio.peer xvio.pings times (RTT from busybox's summary), then sends
+# xvio.bytes of /dev/urandom to xvio.peer:xvio.port with nc. The peer answers "<md5> <bytes>"
+# after the data: the guest checks it against its own md5, so the sum is verified on the
+# other end. With xvio.dport it also downloads from that port and prints the md5 it got.
 net_case() {
   i=0
   while [ ! -e /sys/class/net/eth0 ]; do
@@ -68,17 +70,39 @@ net_case() {
   ip link set lo up
   ip link set eth0 up
   ip addr add "$(arg ip)" dev eth0
-  if ! ping -c 3 -W 2 "$(arg peer)" > /tmp/ping 2>&1; then
+  result "features=$(cat /sys/class/net/eth0/device/features 2>/dev/null)"
+  pings=$(arg pings)
+  # The first echo also resolves ARP: it is sent apart and not counted in the RTT.
+  if ! ping -c 1 -W 5 "$(arg peer)" > /tmp/ping 2>&1; then
     echo "XVIO-FAIL net ping $(tail -1 /tmp/ping)"
     return
   fi
+  if ! ping -c "${pings:-3}" -W 2 "$(arg peer)" > /tmp/ping 2>&1; then
+    echo "XVIO-FAIL net ping $(tail -1 /tmp/ping)"
+    return
+  fi
+  # busybox: "round-trip min/avg/max = 0.712/1.031/1.542 ms"
+  result "rtt_ms=$(sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping)"
   bytes=$(arg bytes)
   head -c "${bytes:-1048576}" /dev/urandom > /tmp/payload
-  result "md5=$(md5sum < /tmp/payload | cut -c1-32)"
+  md5=$(md5sum < /tmp/payload | cut -c1-32)
+  size=$(wc -c < /tmp/payload)
+  result "md5=$md5"
   t0=$(up)
-  nc "$(arg peer)" "$(arg port)" < /tmp/payload
+  reply=$(timeout 120 nc "$(arg peer)" "$(arg port)" < /tmp/payload)
   t1=$(up)
-  result "bytes=$(wc -c < /tmp/payload) t0=$t0 t1=$t1"
+  result "bytes=$size t0=$t0 t1=$t1"
+  if [ "$reply" != "$md5 $size" ]; then
+    echo "XVIO-FAIL net peer got '$reply', sent '$md5 $size'"
+    return
+  fi
+  dport=$(arg dport)
+  if [ -n "$dport" ]; then
+    t0=$(up)
+    timeout 120 nc "$(arg peer)" "$dport" < /dev/null > /tmp/download
+    t1=$(up)
+    result "down_md5=$(md5sum < /tmp/download | cut -c1-32) down_bytes=$(wc -c < /tmp/download) down_t0=$t0 down_t1=$t1"
+  fi
   echo "XVIO-PASS net"
 }
 
