@@ -1,7 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/bin.ts'],
+  // backend-main is its own file: `compose` bundles it into every composed backend.
+  entry: ['src/index.ts', 'src/bin.ts', 'src/backend-main.ts'],
   format: ['esm'],
   dts: true,
   clean: true,

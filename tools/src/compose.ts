@@ -14,7 +14,10 @@ export const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 export const KOFFI_ASSET = 'koffi.node';
 
 const TOOLS_DIR = fileURLToPath(new URL('../', import.meta.url));
-const BACKEND_MAIN = fileURLToPath(new URL('./backend-main.ts', import.meta.url));
+// From source (tsx, tests) this is backend-main.ts; from the published dist/, backend-main.js.
+const BACKEND_MAIN = fileURLToPath(
+  new URL(import.meta.url.endsWith('.ts') ? './backend-main.ts' : './backend-main.js', import.meta.url),
+);
 
 export interface ComposeOptions {
   readonly devices: readonly DeviceName[];
