@@ -224,8 +224,13 @@ export class SimIoreqCore {
     const wasEnabled = server.enabled;
     server.enabled = enabled;
     if (enabled) {
-      const page = new DataView(server.resource.bytes.buffer, server.resource.bytes.byteOffset + SIM_PAGE_SIZE, SIM_PAGE_SIZE);
-      server.vcpuPorts.forEach((port, vcpu) => page.setUint32(ioreqOffset(vcpu) + IOREQ_VP_EPORT, port, true));
+      const page = new DataView(
+        server.resource.bytes.buffer,
+        server.resource.bytes.byteOffset + SIM_PAGE_SIZE,
+        SIM_PAGE_SIZE,
+      );
+      for (const [vcpu, port] of server.vcpuPorts.entries())
+        page.setUint32(ioreqOffset(vcpu) + IOREQ_VP_EPORT, port, true);
     }
     if (enabled && !wasEnabled && !server.invalidated) {
       server.invalidated = true;
