@@ -1,6 +1,7 @@
 // The device behind the vhost-user backend, driven by a frontend that speaks the protocol as
 // QEMU does (memfd guest RAM and eventfds passed over a Unix socket): two "QEMU guests" joined
-// by the in-process switch. (The frontend is a transport test helper, reached by path.)
+// by the in-process switch. (The frontend is a transport test helper, reached by path, which
+// is why this test lives outside src: the package typecheck covers src only.)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,10 +18,10 @@ import {
   TestFrontend,
   waitEventFd,
 } from '../../transport/src/vhost-user/vhost-user-frontend.js';
-import { NetDevice } from './net-device.js';
-import { NetSwitch } from './net-switch.js';
-import { emptyNetHeader, encodeNetHeader, HDR_SIZE, parseMac } from './net-wire.js';
-import { udpFrame } from './testing/net-packets.js';
+import { NetDevice } from '../src/net-device.js';
+import { NetSwitch } from '../src/net-switch.js';
+import { emptyNetHeader, encodeNetHeader, HDR_SIZE, parseMac } from '../src/net-wire.js';
+import { udpFrame } from '../src/testing/net-packets.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
