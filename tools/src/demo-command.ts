@@ -363,6 +363,7 @@ export const demoCommand: CommandModule = {
         });
         while (!stopRequested && performance.now() < deadline) {
           await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
+          sim?.trimInterruptLog();
           if (live) {
             const now = performance.now();
             const text = table(rows(devices, (now - lastDraw) / 1000, previous));

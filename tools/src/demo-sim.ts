@@ -15,6 +15,8 @@ interface XenServicesLike {
   readonly store: unknown;
 }
 interface XenSimulatorLike {
+  /** Every interrupt raised so far (the simulator keeps them for tests' assertions). */
+  readonly interrupts?: readonly unknown[];
   createDomain(options: { type: 'hvm' | 'pv'; memoryBytes: number; vcpus: number; name?: string }): SimDomain;
   services(domid?: number): XenServicesLike;
   close(): Promise<void>;
@@ -298,6 +300,15 @@ export class SimDemo {
         entry.failure = describeError(error);
       }),
     );
+  }
+
+  /**
+   * The simulator records every interrupt for tests to inspect; a demo left running for hours
+   * would keep millions. Nobody reads them here, so the log is cut back now and then.
+   */
+  trimInterruptLog(): void {
+    const log = this.sim.interrupts;
+    if (Array.isArray(log) && log.length > 10_000) log.splice(0, log.length);
   }
 
   async stop(): Promise<void> {
