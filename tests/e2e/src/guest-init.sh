@@ -82,7 +82,7 @@ net_case() {
     return
   fi
   # busybox: "round-trip min/avg/max = 0.712/1.031/1.542 ms"
-  result "rtt_ms=$(sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping)"
+  result "rtt_ms=$(sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' /tmp/ping) rtt_min_avg_max=$(sed -n 's|.*= \([0-9./]*\) ms|\1|p' /tmp/ping)"
   bytes=$(arg bytes)
   head -c "${bytes:-1048576}" /dev/urandom > /tmp/payload
   md5=$(md5sum < /tmp/payload | cut -c1-32)
