@@ -1,7 +1,7 @@
 // `pnpm fuzz`: the virtqueue properties of virtqueue-properties.ts with a large budget.
 //
 //   pnpm fuzz                      1,000,000 cases in all (split and packed, hostile and accounting)
-//   pnpm fuzz --cases 5000000      another budget (or XVIO_FUZZ_CASES)
+//   pnpm fuzz --cases 5000000      another budget (or XVIO_FUZZ_CASES / XVIO_FUZZ_RUNS)
 //   pnpm fuzz --seed 42            reproduce a run
 //
 // Prints cases/s for each property; exits 1 with the shrunk counterexample on a failure.
@@ -14,7 +14,9 @@ function option(name: string): string | undefined {
   return index >= 0 ? process.argv[index + 1] : undefined;
 }
 
-const total = Number(option('cases') ?? process.env.XVIO_FUZZ_CASES ?? 1_000_000);
+const total = Number(
+  option('cases') ?? process.env.XVIO_FUZZ_CASES ?? process.env.XVIO_FUZZ_RUNS ?? 1_000_000,
+);
 const seed = Number(option('seed') ?? Date.now() % 2 ** 31);
 if (!Number.isInteger(total) || total < properties.length) {
   console.error(`fuzz: --cases must be an integer >= ${properties.length}`);
