@@ -176,6 +176,26 @@ describe('virtio-pci against a hostile driver', () => {
     noVcpuWaiting(rig);
   });
 
+  it('sends a Xen pirq MSI (vector field 0) even though the table entry stays masked, as Linux HVM guests leave it', async () => {
+    rig = await createRig('pci', 'foreign');
+    const driver = rig.driver as PciGuestDriver;
+    const transport = rig.transport as PciTransport;
+    const table = Number(await driver.configRead(P.CAP_MSIX_AT + P.MSIX_TABLE, 4)) & ~7;
+    const entry = driver.barAddress + BigInt(table + 1 * P.MSIX_ENTRY_SIZE);
+    // Linux's xen_hvm_setup_msi_irqs: the pirq rides in the address, the data's vector is 0;
+    // masking goes through the event channel, so the table's mask bit is never cleared.
+    await driver.vcpu.mmioWrite(entry + BigInt(P.MSIX_ENTRY_ADDRESS_LOW), 4, 0xfee0_5000n);
+    await driver.vcpu.mmioWrite(entry + BigInt(P.MSIX_ENTRY_DATA), 4, 0n);
+    await driver.maskVector(1, true);
+    const sent = transport.counters.msiSent;
+    driver.queue(0).add([{ data: text('Pirq') }, { writable: 12 }]);
+    await driver.kick(0);
+    expect(transport.counters.msiSent).toBe(sent + 1);
+    expect(rig.fixture.sim.interrupts.some((e) => e.kind === 'msi' && e.data === 0 && e.address === 0xfee0_5000n)).toBe(true);
+    await driver.quiesce();
+    noVcpuWaiting(rig);
+  });
+
   it('refuses bad vectors, wrong widths and out-of-range queue_select; the cfg window reaches BAR 0', async () => {
     rig = await createRig('pci', 'foreign');
     const driver = rig.driver as PciGuestDriver;

@@ -750,11 +750,7 @@ export class PciTransport {
   private signalVector(vector: number): void {
     if (vector === VIRTIO_MSI_NO_VECTOR || vector >= this.vectorCount) return;
     const control = this.configView.getUint16(CAP_MSIX_AT + MSIX_CONTROL, true);
-    const masked =
-      (control & MSIX_CONTROL_MASKALL) !== 0 ||
-      (this.msixTable.getUint32(vector * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CONTROL, true) &
-        MSIX_ENTRY_MASKED) !==
-        0;
+    const masked = (control & MSIX_CONTROL_MASKALL) !== 0 || this.vectorMasked(vector);
     if (masked) {
       // PCI 3.0 6.8.2.9: a masked vector's message is held as a pending bit.
       if (!this.pending[vector]) this.counters.msiPending++;
@@ -762,6 +758,22 @@ export class PciTransport {
       return;
     }
     this.sendMsi(vector);
+  }
+
+  /**
+   * The vector's own mask bit, except for Xen pirq MSIs: a Linux HVM guest on Xen with
+   * XENFEAT_hvm_pirqs writes a message whose vector field (data bits 0-7) is 0 and whose
+   * address carries a pirq, and masks and unmasks that interrupt through its event channel,
+   * never through the table, so the table's mask bit stays set (seen on Xen 4.17 with a
+   * stock Debian guest). QEMU's MSI-X emulation ignores the bit for such messages too.
+   */
+  private vectorMasked(vector: number): boolean {
+    const at = vector * MSIX_ENTRY_SIZE;
+    const pirq =
+      (this.msixTable.getUint32(at + MSIX_ENTRY_DATA, true) & 0xff) === 0 &&
+      this.msixTable.getUint32(at + MSIX_ENTRY_ADDRESS_LOW, true) !== 0;
+    if (pirq) return false;
+    return (this.msixTable.getUint32(at + MSIX_ENTRY_VECTOR_CONTROL, true) & MSIX_ENTRY_MASKED) !== 0;
   }
 
   private sendMsi(vector: number): void {
@@ -785,11 +797,7 @@ export class PciTransport {
     if (control & MSIX_CONTROL_MASKALL) return;
     for (let vector = 0; vector < this.vectorCount; vector++) {
       if (!this.pending[vector]) continue;
-      const masked =
-        (this.msixTable.getUint32(vector * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CONTROL, true) &
-          MSIX_ENTRY_MASKED) !==
-        0;
-      if (masked) continue;
+      if (this.vectorMasked(vector)) continue;
       this.pending[vector] = false;
       this.sendMsi(vector);
     }
