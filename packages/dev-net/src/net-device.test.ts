@@ -382,6 +382,8 @@ describe('NetDevice', () => {
     expect(guest.control(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK)).toBe(VIRTIO_NET_OK);
     device.readConfig(0, config);
     expect(config[6]! & VIRTIO_NET_S_ANNOUNCE).toBe(0);
+    guest.controller.reset();
+    expect([...device.mac]).toEqual([...parseMac(MAC_A)!]); // the configured MAC again
   });
 
   it('link down drops received frames and notifies the driver', async () => {

@@ -203,6 +203,8 @@ export class NetDevice implements VirtioDevice {
   readonly queuePairs: number;
   readonly mtu: number;
   private readonly macBytes: Uint8Array;
+  /** The configured MAC: a reset forgets what CTRL_MAC_ADDR_SET changed (as QEMU does). */
+  private readonly configuredMac: Uint8Array;
   private status: number;
   private readonly capture: PcapWriter | undefined;
   private readonly txBudget: number;
@@ -222,6 +224,7 @@ export class NetDevice implements VirtioDevice {
     this.name = options.name ?? 'net0';
     this.host = options.host;
     this.macBytes = Uint8Array.from(options.mac);
+    this.configuredMac = Uint8Array.from(options.mac);
     this.mtu = options.mtu ?? DEFAULT_MTU;
     this.queuePairs = options.queuePairs ?? 1;
     const queueSize = options.queueSize ?? 256;
@@ -332,6 +335,7 @@ export class NetDevice implements VirtioDevice {
   reset(): void {
     if (this.run) this.host.detach();
     this.run = undefined;
+    this.macBytes.set(this.configuredMac);
     this.promisc = true;
     this.allMulti = true;
     this.unicastTable.clear();
