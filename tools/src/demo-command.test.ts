@@ -40,6 +40,11 @@ describe('xvio demo', () => {
     // Each guest received frames the other sent through the switch.
     expect(rows[4]![3]).not.toBe('0 B');
     expect(rows[5]![3]).not.toBe('0 B');
+    // dom0 typed into each console and the guests read it; the guests' lines reached dom0.
+    expect(rows[0]![3]).not.toBe('0 B');
+    expect(rows[1]![3]).not.toBe('0 B');
+    expect(result.stdout).toMatch(/\nguest1 console> \[guest1\] console line \d+: the quick brown fox\n/);
+    expect(result.stdout).toMatch(/\nguest2 console> \[guest2\] console line \d+: the quick brown fox\n/);
     expect(rows[0]![8]).toMatch(/^grant-map \(\d+\)$/);
     expect(rows[1]![8]).toMatch(/^persistent-pool \(\d+\)$/);
   }, 60_000);

@@ -9,6 +9,7 @@ import { Option } from 'commander';
 import type { CommandModule, OutputStream } from './cli-context.js';
 import { CliError, describeError } from './cli-errors.js';
 import { deviceLogger } from './cli-logger.js';
+import { DemoConsole } from './demo-console.js';
 import { MockGuestDevice } from './demo-guest-driver.js';
 import { loadSimModules, SIM_GUESTS, SimDemo, type SimDeviceRequest } from './demo-sim.js';
 import {
@@ -45,6 +46,8 @@ interface DemoDevice {
   started: boolean;
   /** Why the guest's driver stopped early. */
   failure: () => string | undefined;
+  /** A console's host side: the guest's last line, and dom0's typing. */
+  readonly console: DemoConsole | undefined;
 }
 
 interface DemoOptions {
@@ -280,7 +283,13 @@ export const demoCommand: CommandModule = {
               if (index === 0) notes.push(`  ${kind}: the demo has no guest driver for it yet`);
               continue;
             }
-            const device = loaded.create(deviceConfig(kind, guest.name, index));
+            const consoleHost =
+              kind === 'console' ? DemoConsole.create(guest.name, loaded.module) : undefined;
+            const device = loaded.create(
+              deviceConfig(kind, guest.name, index),
+              undefined,
+              consoleHost ? { hosts: { 0: consoleHost.host } } : undefined,
+            );
             const entry: DemoDevice = {
               guest: guest.name,
               kind,
@@ -290,6 +299,7 @@ export const demoCommand: CommandModule = {
               sent: workloads.sent,
               started: false,
               failure: () => undefined,
+              console: consoleHost,
             };
             devices.push(entry);
             deviceLogger(log, device.name).debug({ over: guest.over }, 'device created');
@@ -352,6 +362,13 @@ export const demoCommand: CommandModule = {
         const live = options.live && out.isTTY === true;
         if (options.seconds === undefined) out.write('running: Ctrl-C stops and prints the summary\n');
         let drawn = 0;
+        let ticks = 0;
+        const consoleLines = () =>
+          devices
+            .flatMap((entry) =>
+              entry.console ? [`${entry.guest} console> ${entry.console.lastLine}\n`] : [],
+            )
+            .join('');
         // Live rates are over the last refresh; the summary's over the whole run.
         const previous = new Map<DemoDevice, number>();
         let lastDraw = started;
@@ -364,9 +381,14 @@ export const demoCommand: CommandModule = {
         while (!stopRequested && performance.now() < deadline) {
           await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
           sim?.trimInterruptLog();
+          ticks++;
+          for (const entry of devices) {
+            entry.console?.drain();
+            if (ticks % 2 === 0) entry.console?.type();
+          }
           if (live) {
             const now = performance.now();
-            const text = table(rows(devices, (now - lastDraw) / 1000, previous));
+            const text = table(rows(devices, (now - lastDraw) / 1000, previous)) + consoleLines();
             lastDraw = now;
             for (const entry of devices) previous.set(entry, entry.counters.bytes + (entry.sent?.bytes ?? 0));
             if (drawn > 0) out.write(`\u001b[${drawn}A\u001b[J`);
@@ -394,6 +416,7 @@ export const demoCommand: CommandModule = {
           `\nsummary after ${elapsed.toFixed(1)} s (counted by the guests' drivers; faults include the backend's):\n`,
         );
         out.write(summary);
+        out.write(consoleLines());
         if (failures.length > 0) out.write(`guest drivers that stopped:\n${failures.join('\n')}\n`);
         if (faulted.length > 0) {
           out.write(`${faulted.length} device(s) faulted\n`);

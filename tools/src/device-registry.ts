@@ -51,7 +51,7 @@ export function deviceEntryByType(deviceType: number): DeviceEntry | undefined {
 }
 
 /** A device factory as the device packages export it: config in, device out (config validated by the package). */
-export type DeviceFactory = (config?: unknown) => VirtioDevice;
+export type DeviceFactory = (config?: unknown, options?: unknown) => VirtioDevice;
 
 export interface LoadedDevice {
   readonly entry: DeviceEntry;
@@ -61,7 +61,7 @@ export interface LoadedDevice {
    * Builds a device. The package validates `config`; its errors come back as one
    * `invalid-config` CliError naming each field under `where` (e.g. `domains[0].devices[1].options`).
    */
-  create(config?: unknown, where?: string): VirtioDevice;
+  create(config?: unknown, where?: string, options?: unknown): VirtioDevice;
   /** Validates options with the package's exported `<name>ConfigSchema` without building anything; false when it has none. */
   validate(config: unknown, where?: string): boolean;
 }
@@ -135,9 +135,14 @@ async function loadDevice(name: DeviceName, importer: ModuleImporter | undefined
       }
       return true;
     },
-    create: (config, where) => {
+    create: (config, where, options) => {
       try {
-        const device = (factory as DeviceFactory)(config);
+        // `options` are the factory's second argument: host objects a caller supplies
+        // (e.g. the demo's in-memory console host), never user configuration.
+        const device =
+          options === undefined
+            ? (factory as DeviceFactory)(config)
+            : (factory as DeviceFactory)(config, options);
         if (typeof (device as unknown as { then?: unknown }).then === 'function') {
           throw new CliError(
             'device-unavailable',
