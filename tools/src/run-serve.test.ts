@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   grantDma,
   MmioGuestDriver,
@@ -8,7 +11,7 @@ import {
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from './cli-logger.js';
 import { createWorkspaceRegistry } from './device-registry.js';
-import { planRun } from './run-config.js';
+import { loadRunPlan, planRun } from './run-config.js';
 import { type RunningBackend, serveRunPlan } from './run-serve.js';
 
 const quiet = createLogger({ level: 'silent', destination: { write: () => undefined } });
@@ -84,6 +87,48 @@ describe('run on the simulator', () => {
     await pci.remove();
     await xenbus.remove();
     await mmio.remove();
+  });
+
+  it('serves the devices of an xl domain configuration, as libxl lays them out', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xvio-xl-'));
+    try {
+      const file = join(dir, 'guest.cfg');
+      await writeFile(
+        file,
+        [
+          'name = "arm-guest"',
+          'virtio = [ "type=virtio,device4, transport=mmio, grant_usage=0, backend=0",',
+          '           "type=virtio,device3, transport=mmio, grant_usage=0, backend=0" ]',
+        ].join('\n'),
+      );
+      const plan = await loadRunPlan(file, dir, { xen: 'sim', domid: 4 });
+      backend = await serveRunPlan(plan, createWorkspaceRegistry(), quiet);
+      expect(
+        backend.devices.map((served) => [served.device.name, served.plan.transport, served.memory.kind]),
+      ).toEqual([
+        ['dom4-rng0', 'mmio', 'foreign'],
+        ['dom4-console1', 'mmio', 'foreign'],
+      ]);
+      // Second device: libxl's second slot (0x02000000 + 0x200, SPI 34).
+      const rng = await MmioGuestDriver.probe(backend.simulator!, {
+        domid: 4,
+        base: 0x0200_0000n,
+        irq: 33,
+        dma: physicalDma(),
+      });
+      expect(await entropy(rng)).toBe(256);
+      const console = await MmioGuestDriver.probe(backend.simulator!, {
+        domid: 4,
+        base: 0x0200_0200n,
+        irq: 34,
+        dma: physicalDma(),
+      });
+      expect(console.deviceId).toBe(3);
+      await rng.remove();
+      await console.remove();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('serves the virtio devices libxl writes under backend/virtio as they appear, and lets them go', async () => {
