@@ -13,7 +13,7 @@ function summaryRows(stdout: string, count: number): string[][] {
 
 describe('xvio demo', () => {
   it('serves console, rng and net to two simulated guests over PCI and XenBus', async () => {
-    const result = await runForTest(['--log-level', 'warn', 'demo', '--seconds', '2', '--no-live']);
+    const result = await runForTest(['--log-level', 'warn', 'demo', '--seconds', '3', '--no-live']);
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     expect(result.stdout).toContain(

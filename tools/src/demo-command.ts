@@ -384,7 +384,7 @@ export const demoCommand: CommandModule = {
           ticks++;
           for (const entry of devices) {
             entry.console?.drain();
-            if (ticks % 2 === 0) entry.console?.type();
+            if (ticks % 2 === 1) entry.console?.type();
           }
           if (live) {
             const now = performance.now();
