@@ -105,7 +105,8 @@ function deviceConfig(kind: DeviceName, guest: string, index: number): Record<st
     case 'rng':
       return { name: `${guest}-rng0`, source: 'os' };
     case 'console':
-      // The host side discards what the guests write; the counters show it arrived.
+      // Port 0's host is replaced by the demo's in-memory host (DemoConsole) when the console
+      // package has one; `null` (discard) is what is left otherwise.
       return { name: `${guest}-console0`, size: 'off', ports: [{ console: true, host: 'null' }] };
     case 'net':
       // Both guests' ports on one in-process switch: their frames cross it.
