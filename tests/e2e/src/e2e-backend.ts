@@ -71,6 +71,8 @@ const connect = process.argv.includes('--connect');
 const server = serveVhostUser({ socketPath, connect, device, log });
 process.stdout.write('XVIO-BACKEND-READY\n');
 process.on('SIGTERM', () => {
+  // The device's counters (TAP frames and bytes each way, drops) for the test to read.
+  if (net) console.error(`backend metrics: ${JSON.stringify(net.metrics())}`);
   void server
     .close()
     .then(() => net?.host.close())

@@ -88,6 +88,7 @@ net_case() {
   md5=$(md5sum < /tmp/payload | cut -c1-32)
   size=$(wc -c < /tmp/payload)
   result "md5=$md5"
+  [ "$(arg mark)" = 1 ] && echo "XVIO-MARK transfer-start"
   t0=$(up)
   reply=$(timeout 120 nc "$(arg peer)" "$(arg port)" < /tmp/payload)
   t1=$(up)

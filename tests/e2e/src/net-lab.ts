@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,30 @@ function alive(pid: number): boolean {
 
 const NAME_PREFIX = 'xvio-e2e-';
 
+function hasIp(): boolean {
+  return spawnSync('ip', ['-V'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * `ip` (iproute2) is installed with apt when missing, as the harness does for QEMU; if it
+ * stays missing this throws (the net cases fail, never skip). CI installs it through
+ * .ci/install-system-deps.sh.
+ */
+export function ensureIproute2(): void {
+  if (hasIp()) return;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () =>
+    spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'iproute2'], {
+      env,
+      encoding: 'utf8',
+    });
+  if (install().status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], { env, stdio: 'ignore' });
+    install();
+  }
+  if (!hasIp()) throw new Error('iproute2 (ip) is missing and apt-get could not install it');
+}
+
 /**
  * A network namespace of the test's own with one persistent TAP in it, addressed
  * `LAB.peerIp/24` and up. The guest's NIC backend (xvio's process, or QEMU with `-netdev tap`)
@@ -50,6 +74,7 @@ export class NetLab {
   ) {}
 
   static create(): NetLab {
+    ensureIproute2();
     NetLab.removeStale();
     const suffix = `${process.pid.toString(36)}-${randomBytes(2).toString('hex')}`;
     const lab = new NetLab(`${NAME_PREFIX}${suffix}`, `xvt${randomBytes(3).toString('hex')}`);
@@ -206,13 +231,21 @@ export class NetBackendProcess extends LabProcess {
   constructor(
     lab: NetLab,
     readonly socketPath: string,
+    /** Dial a QEMU that listens (`server=on`) instead of listening. */
+    readonly connect = false,
   ) {
     super(
       lab,
       join(HERE, 'e2e-backend.ts'),
-      [socketPath, '--device', 'net', '--tap', lab.tap],
+      [socketPath, '--device', 'net', '--tap', lab.tap, ...(connect ? ['--connect'] : [])],
       'XVIO-BACKEND-READY',
     );
+  }
+
+  /** The device's counters, which the backend prints when stopped (SIGTERM). */
+  metrics(): Record<string, number> | undefined {
+    const match = /backend metrics: (\{.*\})/.exec(this.log.join(''));
+    return match ? (JSON.parse(match[1]!) as Record<string, number>) : undefined;
   }
 }
 
@@ -246,16 +279,14 @@ export class NetPeerProcess extends LabProcess {
  */
 const NIC = 'virtio-net-pci,netdev=n0,vectors=0,romfile=';
 
-/** QEMU arguments: the guest's NIC served by xvio over vhost-user (QEMU connects to `socket`). */
-export function vhostUserNetDevices(socket: string): string[] {
-  return [
-    '-chardev',
-    `socket,id=vu,path=${socket}`,
-    '-netdev',
-    'vhost-user,id=n0,chardev=vu',
-    '-device',
-    NIC,
-  ];
+/**
+ * QEMU arguments: the guest's NIC served by xvio over vhost-user. QEMU connects to `socket`,
+ * or with `listen` it listens there and waits for the backend to dial (and again after the
+ * backend is restarted; the NIC's link is down meanwhile).
+ */
+export function vhostUserNetDevices(socket: string, listen = false): string[] {
+  const chardev = `socket,id=vu,path=${socket}${listen ? ',server=on,wait=on' : ''}`;
+  return ['-chardev', chardev, '-netdev', 'vhost-user,id=n0,chardev=vu', '-device', NIC];
 }
 
 /** QEMU arguments: QEMU's built-in virtio-net on the lab's TAP, without the vhost-net kernel module. */
@@ -263,14 +294,17 @@ export function builtinNetDevices(lab: NetLab): string[] {
   return ['-netdev', `tap,id=n0,ifname=${lab.tap},script=no,downscript=no,vhost=off`, '-device', NIC];
 }
 
-/** The guest's `xvio.*` arguments of the net case (see guest-init.sh). */
-export function netCaseArgs(bytes: number, pings = 3): Record<string, string | number> {
+/**
+ * The guest's `xvio.*` arguments of the net case (see guest-init.sh): upload `bytes`, then
+ * (with `download`) fetch the peer's source bytes.
+ */
+export function netCaseArgs(bytes: number, pings = 3, download = true): Record<string, string | number> {
   return {
     case: 'net',
     ip: `${LAB.guestIp}/${LAB.prefix}`,
     peer: LAB.peerIp,
     port: LAB.sinkPort,
-    dport: LAB.sourcePort,
+    ...(download ? { dport: LAB.sourcePort } : {}),
     bytes,
     pings,
   };

@@ -15,6 +15,8 @@ export interface PeerTransfer {
   bytes: number;
   /** First to last byte, seconds (host clock). */
   seconds: number;
+  /** When it finished, ms since the epoch. */
+  endedAt: number;
 }
 
 const [sinkPort, sourcePort, sourceBytes] = process.argv.slice(2, 5).map(Number);
@@ -39,7 +41,7 @@ const sink = createServer({ allowHalfOpen: true }, (socket) => {
   socket.on('end', () => {
     const seconds = bytes === 0 ? 0 : (performance.now() - first) / 1000;
     const md5 = hash.digest('hex');
-    report({ kind: 'sink', md5, bytes, seconds });
+    report({ kind: 'sink', md5, bytes, seconds, endedAt: Date.now() });
     socket.end(`${md5} ${bytes}\n`);
   });
   socket.on('error', (error) => console.error(`peer sink: ${error.message}`));
@@ -60,6 +62,7 @@ const source = createServer({ allowHalfOpen: true }, (socket) => {
       md5: payloadMd5,
       bytes: payload.length,
       seconds: (performance.now() - started) / 1000,
+      endedAt: Date.now(),
     });
   });
   socket.on('error', (error) => console.error(`peer source: ${error.message}`));
