@@ -18,7 +18,7 @@ fi
 kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | awk '{print $1}' | sort -V | tail -n 1)
 [ -n "$kernel_pkg" ] || { echo "rig: no linux-image-6.1.0-*-amd64 package in apt" >&2; exit 1; }
 kernel_version=${kernel_pkg#linux-image-}
-for pkg in xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common libyajl2 "$kernel_pkg"; do
+for pkg in xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common libyajl2 qemu-system-xen "$kernel_pkg"; do
   if ! ls debs/"${pkg}"_*.deb >/dev/null 2>&1; then (cd debs && apt-get download -qq "$pkg"); fi
 done
 if [ ! -f .extracted-"$kernel_version" ]; then
@@ -29,6 +29,19 @@ fi
 [ -f xen.elf ] || gunzip -c x/boot/xen-4.17-amd64.gz > xen.elf
 cp x/boot/vmlinuz-"$kernel_version" vmlinuz
 echo "$kernel_version" > kernel-version
+
+# The guest: the same stock kernel, a busybox initramfs with the stock virtio modules.
+domu=$work/domu-rootfs
+rm -rf "$domu"
+mkdir -p "$domu"/{bin,proc,sys,dev,tmp,lib/modules}
+cp /bin/busybox "$domu/bin/busybox"
+for applet in $("$domu/bin/busybox" --list); do [ -e "$domu/bin/$applet" ] || ln -s busybox "$domu/bin/$applet"; done
+for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko; do
+  cp "x/lib/modules/$kernel_version/kernel/$m" "$domu/lib/modules/"
+done
+cp "$here/rig/domu-init.sh" "$domu/init"
+chmod +x "$domu/init"
+(cd "$domu" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/domu-initramfs.cpio.gz")
 
 # The dom0 program: one ESM bundle; koffi stays a package beside it (it loads a native module).
 node "$here/rig/bundle.mjs" "$work/dom0-xvio.mjs"
@@ -68,6 +81,21 @@ echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 cp "$work/dom0-xvio.mjs" "$root/opt/xvio/dom0-xvio.mjs"
 node "$here/rig/copy-package.mjs" koffi "$root/opt/xvio/node_modules"
+# HVM guests: hvmloader, SeaBIOS, and Debian's qemu-system-xen as the device model.
+mkdir -p "$root/usr/lib/xen-4.17/boot" "$root/usr/libexec" "$root/usr/share/seabios" "$root/usr/share/qemu"
+cp x/usr/lib/xen-4.17/boot/hvmloader "$root/usr/lib/xen-4.17/boot/"
+dpkg-deb -x debs/qemu-system-xen_*.deb qx
+cp qx/usr/libexec/xen-qemu-system-i386 "$root/usr/libexec/"
+for lib in $(ldd qx/usr/libexec/xen-qemu-system-i386 | awk '/=>/ {print $3}'); do
+  dest=${lib#"$work"/x}
+  mkdir -p "$root$(dirname "$dest")"
+  cp -L "$lib" "$root$dest"
+done
+cp /usr/share/seabios/bios-256k.bin "$root/usr/share/seabios/"
+cp -r /usr/share/qemu/keymaps "$root/usr/share/qemu/"
+cp /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/linuxboot.bin /usr/share/qemu/kvmvapic.bin "$root/usr/share/qemu/" 2>/dev/null || true
+cp vmlinuz "$root/root/vmlinuz"
+cp "$work/domu-initramfs.cpio.gz" "$root/root/"
 cp "$here/rig/dom0-init.sh" "$root/init"
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/dom0-initramfs.cpio.gz")
