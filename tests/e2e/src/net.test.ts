@@ -188,6 +188,38 @@ describe('virtio-net in an unmodified Linux guest, peer in a network namespace',
     expect(backends[1]!.metrics()?.tap_written_bytes).toBeGreaterThan(0);
   });
 
+  it('serves the guest again after a guest reboot (the driver probes anew, the TAP is reattached)', async () => {
+    const socket = join(dir, 'reboot.sock');
+    const backend = new NetBackendProcess(lab!, socket);
+    await backend.start();
+    const before = peer!.transfers().length;
+    let waits = 0;
+    try {
+      const run = await bootGuest({
+        kernel: kernel.vmlinuz,
+        initrd,
+        devices: vhostUserNetDevices(socket),
+        args: { ...netCaseArgs(1024 * 1024, 3, false), ask: 1 },
+        allowReboot: true,
+        ...lab!.qemu(),
+        onLine(line, control) {
+          if (!line.startsWith('XVIO-WAIT')) return;
+          waits++;
+          control.send(waits === 1 ? 'reboot' : 'poweroff');
+        },
+      });
+      expect(run.failures, describeRun(run)).toEqual([]);
+      expect(run.passes, describeRun(run)).toEqual(['net', 'net']);
+      const sinks = peer!
+        .transfers()
+        .slice(before)
+        .filter((transfer) => transfer.kind === 'sink');
+      expect(sinks.map((sink) => sink.md5)).toEqual(run.results.map((result) => result.md5));
+    } finally {
+      await backend.stop();
+    }
+  });
+
   it("pings and moves 4 MiB each way over TCP through QEMU's built-in virtio-net (the comparison)", async () => {
     await pingAndTransfer(builtinNetDevices(lab!));
   });
