@@ -381,7 +381,6 @@ export const demoCommand: CommandModule = {
         });
         while (!stopRequested && performance.now() < deadline) {
           await sleep(Math.min(500, Math.max(0, deadline - performance.now())), stop);
-          sim?.trimInterruptLog();
           ticks++;
           for (const entry of devices) {
             entry.console?.drain();

@@ -302,15 +302,6 @@ export class SimDemo {
     );
   }
 
-  /**
-   * The simulator records every interrupt for tests to inspect; a demo left running for hours
-   * would keep millions. Nobody reads them here, so the log is cut back now and then.
-   */
-  trimInterruptLog(): void {
-    const log = this.sim.interrupts;
-    if (Array.isArray(log) && log.length > 10_000) log.splice(0, log.length);
-  }
-
   async stop(): Promise<void> {
     this.stopped = true;
     await Promise.allSettled(this.loops);

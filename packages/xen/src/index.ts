@@ -70,6 +70,7 @@ export { LibXenStore, openLibXenStore } from './xen-native-xenstore.js';
 export type { XenServices } from './xen-services.js';
 export {
   createXenSimulator,
+  SIM_INTERRUPT_LOG_LIMIT,
   type SimDomain,
   type SimDomainOptions,
   type SimDomainType,

@@ -103,3 +103,19 @@ describe('event channels', () => {
     expect(code(() => offeredElsewhere.notify())).toBe('EINVAL');
   });
 });
+
+describe('simulator interrupt log', () => {
+  it('keeps the most recent interrupts only, and counts them all', async () => {
+    const { createXenSimulator, SIM_INTERRUPT_LOG_LIMIT } = await import('./index.js');
+    const sim = createXenSimulator();
+    const guest = sim.createDomain({ type: 'hvm' });
+    const dm = sim.services(0).deviceModel;
+    const total = 3 * SIM_INTERRUPT_LOG_LIMIT;
+    for (let i = 0; i < total; i++) dm.injectMsi(guest.domid, 0xfee0_0000n, i);
+    expect(sim.interruptCount).toBe(total);
+    expect(sim.interrupts.length).toBeLessThan(2 * SIM_INTERRUPT_LOG_LIMIT);
+    expect(sim.interrupts.length).toBeGreaterThanOrEqual(SIM_INTERRUPT_LOG_LIMIT);
+    expect(sim.interrupts.at(-1)).toMatchObject({ kind: 'msi', data: total - 1 });
+    await sim.close?.();
+  });
+});

@@ -36,6 +36,8 @@ import { type SimAccessOptions, SimIoreqCore, type SimPendingIoreq } from './xen
 import { mapScattered, SIM_PAGE_SIZE, SimMemoryFile, type SimPageMapping } from './xen-sim-memory.js';
 import { SimXenstored, type XenstoredOptions } from './xenstored.js';
 
+/** Interrupts the simulator keeps for inspection (see `XenSimulator.interrupts`). */
+export const SIM_INTERRUPT_LOG_LIMIT = 4096;
 export type SimDomainType = 'hvm' | 'pvh' | 'pv' | 'arm';
 
 export interface SimDomainOptions {
@@ -114,8 +116,13 @@ export interface XenSimulator {
   /** Service handles acting as `domid` (a new set per call). */
   services(domid?: number): XenServices;
   readonly xenstored: SimXenstored;
-  /** Every interrupt a device model raised, in order. */
+  /**
+   * The interrupts device models raised, oldest first: the most recent
+   * `SIM_INTERRUPT_LOG_LIMIT` at least (older ones are dropped, so a long run stays bounded).
+   */
   readonly interrupts: readonly InterruptEvent[];
+  /** Interrupts raised since the simulator started, dropped ones included. */
+  readonly interruptCount: number;
   onInterrupt(listener: (event: InterruptEvent) => void): () => void;
   /** ioreqs that vCPUs wait for, older than `minAgeMs` (an unanswered ioreq blocks a vCPU for good). */
   unansweredIoreqs(minAgeMs?: number): SimPendingIoreq[];
@@ -478,6 +485,7 @@ class XenSimulatorImpl implements XenSimulator {
   readonly ioreq: SimIoreqCore;
   readonly xenstored: SimXenstored;
   readonly interrupts: InterruptEvent[] = [];
+  interruptCount = 0;
   private readonly interruptListeners = new Set<(event: InterruptEvent) => void>();
   private readonly openServices = new Set<XenServices>();
   private readonly retired: SimDomainImpl[] = [];
@@ -593,7 +601,12 @@ class XenSimulatorImpl implements XenSimulator {
   }
 
   raise(event: InterruptEvent): void {
+    this.interruptCount++;
     this.interrupts.push(event);
+    // Keep at least the last SIM_INTERRUPT_LOG_LIMIT; trim in bulk so a push stays O(1) amortised.
+    if (this.interrupts.length >= 2 * SIM_INTERRUPT_LOG_LIMIT) {
+      this.interrupts.splice(0, this.interrupts.length - SIM_INTERRUPT_LOG_LIMIT);
+    }
     for (const listener of [...this.interruptListeners]) listener(event);
   }
 
