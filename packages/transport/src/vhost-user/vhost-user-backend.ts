@@ -93,6 +93,12 @@ export interface VhostUserBackendOptions {
    * offered to QEMU.
    */
   offerXenMmap?: boolean;
+  /**
+   * Receives the display socket of QEMU's `vhost-user-gpu` (GPU_SET_SOCKET, sent when the
+   * driver sets DRIVER_OK, again after every reset). The callback owns `fd` from the call
+   * on. Without it the request is refused and the fd closed.
+   */
+  gpuSocket?: (fd: number, device: VirtioDevice) => void;
   log?: VhostUserLogger;
 }
 
@@ -401,6 +407,15 @@ export class VhostUserBackend {
       case Request.SET_INFLIGHT_FD:
         this.setInflight(message, fds);
         return undefined;
+      case Request.GPU_SET_SOCKET: {
+        const take = this.options.gpuSocket;
+        if (!take)
+          throw new VhostUserError('unsupported-request', 'GPU_SET_SOCKET without a gpu socket handler');
+        expectSize(message, 0);
+        fds.expect(1, message.request);
+        take(fds.take(), this.device);
+        return undefined;
+      }
       default:
         throw new VhostUserError('unsupported-request', `${requestName(message.request)} is not supported`);
     }

@@ -31,6 +31,8 @@ export interface ServeVhostUserOptions {
   offerMemorySlots?: boolean;
   /** Offer XEN_MMAP (see `VhostUserBackendOptions.offerXenMmap`). Default: when `xenMapper` is set. */
   offerXenMmap?: boolean;
+  /** QEMU vhost-user-gpu's display socket (see `VhostUserBackendOptions.gpuSocket`). */
+  gpuSocket?: (fd: number, device: VirtioDevice) => void;
   log?: VhostUserLogger;
 }
 
@@ -121,6 +123,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
         maxMemSlots: this.options.maxMemSlots,
         offerMemorySlots: this.options.offerMemorySlots,
         offerXenMmap: this.options.offerXenMmap,
+        gpuSocket: this.options.gpuSocket,
         log: this.options.log,
       });
     } catch (error) {

@@ -54,6 +54,8 @@ export const Request = {
   SET_CONFIG: 25,
   GET_INFLIGHT_FD: 31,
   SET_INFLIGHT_FD: 32,
+  /** vhost-user-gpu only: the back-end's end of the display socket (docs/interop/vhost-user-gpu.rst). */
+  GPU_SET_SOCKET: 33,
   RESET_DEVICE: 34,
   VRING_KICK: 35,
   GET_MAX_MEM_SLOTS: 36,
