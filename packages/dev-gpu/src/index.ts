@@ -12,3 +12,10 @@ export { GpuMetrics } from './gpu-metrics.js';
 export { decodePng, encodePng } from './gpu-png.js';
 export { GpuViewer, type GpuViewerOptions } from './gpu-viewer.js';
 export * from './gpu-wire.js';
+export {
+  type QemuDisplayMode,
+  VhostUserGpuDisplay,
+  type VhostUserGpuDisplayCounters,
+  type VhostUserGpuDisplayOptions,
+} from './vhost-user-gpu-display.js';
+export * as vhostUserGpuWire from './vhost-user-gpu-wire.js';
