@@ -49,10 +49,20 @@ function run(command: string, args: string[], cwd?: string): string {
   return execFileSync(command, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function cloudKernelPackages(): string[] {
+/**
+ * Debian kernel flavours: `cloud-amd64` (no DRM, boots in ~2 s under TCG) and `amd64`
+ * (has virtio_gpu, drm and fbdev emulation as modules, ~4 s).
+ */
+export type KernelFlavour = 'cloud-amd64' | 'amd64';
+
+const kernelPackagePattern = (flavour: KernelFlavour) =>
+  new RegExp(`^linux-image-6\\.1\\.0-\\d+-${flavour}$`);
+
+function kernelPackages(flavour: KernelFlavour): string[] {
+  const pattern = kernelPackagePattern(flavour);
   const names = run('apt-cache', ['pkgnames', 'linux-image-6.1.0-'])
     .split('\n')
-    .filter((name) => /^linux-image-6\.1\.0-\d+-cloud-amd64$/.test(name));
+    .filter((name) => pattern.test(name));
   const abi = (name: string) => Number(/6\.1\.0-(\d+)-/.exec(name)?.[1] ?? 0);
   return names.sort((a, b) => abi(a) - abi(b));
 }
@@ -69,25 +79,25 @@ function unpacked(name: string): GuestKernel | undefined {
 }
 
 /**
- * Debian's cloud kernel (no DRM, boots in ~2 s under TCG): the newest
- * `linux-image-6.1.0-*-cloud-amd64` apt offers, fetched with `apt-get download` and
+ * A Debian kernel of `flavour` (default the cloud kernel): the newest
+ * `linux-image-6.1.0-*-<flavour>` apt offers, fetched with `apt-get download` and
  * unpacked with `dpkg -x` (nothing is installed). Cached in WORK_DIR.
  */
-export function fetchGuestKernel(): GuestKernel {
-  let names = cloudKernelPackages();
+export function fetchGuestKernel(flavour: KernelFlavour = 'cloud-amd64'): GuestKernel {
+  let names = kernelPackages(flavour);
   if (names.length === 0) {
     run('apt-get', ['update', '-qq']);
-    names = cloudKernelPackages();
+    names = kernelPackages(flavour);
   }
   const name = names.at(-1);
   if (name === undefined) {
     // Offline: any kernel unpacked before still does.
     const previous = existsSync(join(WORK_DIR, 'kernel')) ? readdirSync(join(WORK_DIR, 'kernel')).sort() : [];
-    for (const candidate of previous.reverse()) {
+    for (const candidate of previous.reverse().filter((name) => kernelPackagePattern(flavour).test(name))) {
       const kernel = unpacked(candidate);
       if (kernel) return kernel;
     }
-    throw new Error('apt offers no linux-image-6.1.0-*-cloud-amd64 package');
+    throw new Error(`apt offers no linux-image-6.1.0-*-${flavour} package`);
   }
   const ready = unpacked(name);
   if (ready) return ready;
