@@ -43,11 +43,17 @@ for (const [name, { manifest }] of packages) {
   const subpaths = Object.keys(manifest.publishConfig?.exports ?? { '.': null });
   const imports = subpaths.map((p) => (p === '.' ? name : `${name}/${p.slice(2)}`));
   const script = imports.map((spec) => `const m${imports.indexOf(spec)} = await import('${spec}'); if (Object.keys(m${imports.indexOf(spec)}).length === 0) throw new Error('${spec} exports nothing');`).join('\n');
+  // Peer dependencies (vitest, for the conformance suite in a testing subpath) are what a
+  // user's test setup brings: the main entry must work without them, subpaths with them.
+  const peers = Object.entries(manifest.peerDependencies ?? {}).map(([peer, range]) => `${peer}@${range}`);
   try {
     execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...files], { cwd: project, stdio: 'pipe' });
+    writeFileSync(join(project, 'main.mjs'), `const m = await import('${name}'); if (Object.keys(m).length === 0) throw new Error('${name} exports nothing');\n`);
+    execFileSync('node', ['main.mjs'], { cwd: project, stdio: 'pipe' });
+    if (peers.length > 0) execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...peers], { cwd: project, stdio: 'pipe' });
     writeFileSync(join(project, 'check.mjs'), `${script}\nconsole.log('ok');\n`);
     execFileSync('node', ['check.mjs'], { cwd: project, stdio: 'pipe' });
-    console.log(`pack-check: ${name}: ${imports.join(', ')} import from a clean npm install`);
+    console.log(`pack-check: ${name}: ${imports.join(', ')} import from a clean npm install${peers.length ? ` (subpaths with peers ${peers.join(', ')})` : ''}`);
   } catch (error) {
     failed++;
     console.error(`pack-check: ${name} FAILED\n${error.stderr?.toString() ?? error.message}`);
