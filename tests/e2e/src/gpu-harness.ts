@@ -3,6 +3,8 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { VhostUserGpuDisplayCounters } from '@xvio/dev-gpu';
+import type { VhostUserMetrics } from '@xvio/transport/vhost-user';
 
 const BACKEND_ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'gpu-backend.ts');
 
@@ -11,11 +13,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** What the backend reports on `stats`. */
 export interface GpuBackendStats {
   device: Record<string, number>;
-  display: Record<string, number>;
+  display: VhostUserGpuDisplayCounters;
   displayAttached: boolean;
   qemuDisplays: { enabled: boolean; width: number; height: number }[] | null;
   qemuProtocolFeatures: string | null;
-  vhostUser: Record<string, number>;
+  vhostUser: VhostUserMetrics;
 }
 
 /**

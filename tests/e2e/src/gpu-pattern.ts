@@ -5,16 +5,20 @@
 export const PATTERN_COLUMNS = 8;
 export const PATTERN_ROWS = 4;
 
-/** The colour of the block a pixel lies in: R=32c+16, G=64r+32, B=0xc0; the last column/row takes the remainder. */
+/** Blue of every block unless the host chooses it (`xvio.askblue=1`). */
+export const PATTERN_BLUE = 0xc0;
+
+/** The colour of the block a pixel lies in: R=32c+16, G=64r+32, B=`blue`; the last column/row takes the remainder. */
 export function patternColour(
   x: number,
   y: number,
   width: number,
   height: number,
+  blue = PATTERN_BLUE,
 ): [red: number, green: number, blue: number] {
   const column = Math.min(PATTERN_COLUMNS - 1, Math.floor(x / Math.floor(width / PATTERN_COLUMNS)));
   const row = Math.min(PATTERN_ROWS - 1, Math.floor(y / Math.floor(height / PATTERN_ROWS)));
-  return [32 * column + 16, 64 * row + 32, 0xc0];
+  return [32 * column + 16, 64 * row + 32, blue];
 }
 
 export interface PatternMatch {
@@ -25,18 +29,21 @@ export interface PatternMatch {
 }
 
 /** Compares every pixel of a picture (`channels` bytes a pixel: 4 for RGBA, 3 for RGB) with the pattern. */
-export function comparePattern(picture: {
-  width: number;
-  height: number;
-  pixels: Uint8Array;
-  channels: 3 | 4;
-}): PatternMatch {
+export function comparePattern(
+  picture: {
+    width: number;
+    height: number;
+    pixels: Uint8Array;
+    channels: 3 | 4;
+  },
+  blue = PATTERN_BLUE,
+): PatternMatch {
   const { width, height, pixels, channels } = picture;
   const match: PatternMatch = { wrong: 0 };
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const at = (y * width + x) * channels;
-      const want = patternColour(x, y, width, height);
+      const want = patternColour(x, y, width, height, blue);
       const got = [pixels[at]!, pixels[at + 1]!, pixels[at + 2]!];
       if (got[0] !== want[0] || got[1] !== want[1] || got[2] !== want[2]) {
         match.wrong++;

@@ -110,7 +110,9 @@ net_case() {
 # virtio-gpu: loads virtio_gpu, waits for its fbdev emulation (/dev/fb0), hides the fbcon
 # cursor and writes a known pattern to the framebuffer: 8 columns x 4 rows of blocks, the
 # block in row r, column c of colour R=32c+16, G=64r+32, B=0xc0 (XRGB8888, bytes B G R X;
-# the last column/row takes the remainder). The host compares the device's snapshot.
+# the last column/row takes the remainder). The host compares the device's snapshot. With
+# xvio.askblue=1 the host chooses B on the console (XVIO-ASK blue), so each boot's picture
+# differs.
 gpu_pixel() { printf "\\$(printf %03o "$3")\\$(printf %03o "$2")\\$(printf %03o "$1")\\000"; }
 # gpu_repeat FILE BYTES: FILE repeated (by doubling) and cut to BYTES.
 gpu_repeat() {
@@ -133,6 +135,12 @@ gpu_case() {
   bpp=$(cat $fb/bits_per_pixel)
   result "fb=$(tr ' ' _ < $fb/name) width=$w height=$h stride=$stride bpp=$bpp"
   [ "$bpp" = 32 ] || { echo "XVIO-FAIL gpu bpp=$bpp"; return; }
+  blue=192
+  if [ "$(arg askblue)" = 1 ]; then
+    echo "XVIO-ASK blue"
+    read -r blue < /dev/console
+  fi
+  result "blue=$blue"
   # The fbcon cursor would blink over the pattern.
   printf '\033[?25l' > /dev/tty1 2>/dev/null
   echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null
@@ -144,7 +152,7 @@ gpu_case() {
     c=0
     while [ $c -lt 8 ]; do
       n=$bw; [ $c = 7 ] && n=$((w - 7 * bw))
-      gpu_pixel $((32 * c + 16)) $((64 * r + 32)) 192 > /tmp/px
+      gpu_pixel $((32 * c + 16)) $((64 * r + 32)) "$blue" > /tmp/px
       gpu_repeat /tmp/px $((n * 4)) >> /tmp/row
       c=$((c + 1))
     done
