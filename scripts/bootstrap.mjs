@@ -36,7 +36,9 @@ function printSummary(report) {
   if (!existsSync(report)) return;
   const result = JSON.parse(readFileSync(report, 'utf8'));
   const skipped = (result.numPendingTests ?? 0) + (result.numTodoTests ?? 0);
-  console.log(`tests: ${result.numPassedTests} passed, ${result.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  console.log(
+    `tests: ${result.numPassedTests} passed, ${result.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`,
+  );
 }
 
 const job = process.argv[2];
@@ -48,7 +50,14 @@ switch (job) {
     break;
   case 'test': {
     const report = join(root, 'node_modules', '.cache', 'xvio-test-report.json');
-    const status = pnpm(['run', 'test:unit', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...rest]);
+    const status = pnpm([
+      'run',
+      'test:unit',
+      '--reporter=default',
+      '--reporter=json',
+      `--outputFile.json=${report}`,
+      ...rest,
+    ]);
     printSummary(report);
     process.exit(status);
     break;

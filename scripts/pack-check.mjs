@@ -4,7 +4,7 @@
 // tarball -- plus the tarballs of the xvio packages it depends on, as a user would get them
 // from the registry -- with plain npm into an empty project, and import every export.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -20,7 +20,10 @@ const only = process.argv.slice(2);
 const work = mkdtempSync(join(tmpdir(), 'xvio-pack-'));
 const tarballs = new Map();
 for (const [name, { dir }] of packages) {
-  const out = execFileSync('pnpm', ['pack', '--pack-destination', work], { cwd: join(root, dir), encoding: 'utf8' });
+  const out = execFileSync('pnpm', ['pack', '--pack-destination', work], {
+    cwd: join(root, dir),
+    encoding: 'utf8',
+  });
   tarballs.set(name, out.trim().split('\n').pop());
 }
 const closure = (name, seen = new Set()) => {
@@ -38,22 +41,42 @@ for (const [name, { manifest }] of packages) {
   checked++;
   const project = join(work, `use-${name.replace('/', '-')}`);
   mkdirSync(project);
-  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  writeFileSync(
+    join(project, 'package.json'),
+    JSON.stringify({ name: 'consumer', private: true, type: 'module' }),
+  );
   const files = [...closure(name)].map((n) => tarballs.get(n));
   const subpaths = Object.keys(manifest.publishConfig?.exports ?? { '.': null });
   const imports = subpaths.map((p) => (p === '.' ? name : `${name}/${p.slice(2)}`));
-  const script = imports.map((spec) => `const m${imports.indexOf(spec)} = await import('${spec}'); if (Object.keys(m${imports.indexOf(spec)}).length === 0) throw new Error('${spec} exports nothing');`).join('\n');
+  const script = imports
+    .map(
+      (spec) =>
+        `const m${imports.indexOf(spec)} = await import('${spec}'); if (Object.keys(m${imports.indexOf(spec)}).length === 0) throw new Error('${spec} exports nothing');`,
+    )
+    .join('\n');
   // Peer dependencies (vitest, for the conformance suite in a testing subpath) are what a
   // user's test setup brings: the main entry must work without them, subpaths with them.
   const peers = Object.entries(manifest.peerDependencies ?? {}).map(([peer, range]) => `${peer}@${range}`);
   try {
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...files], { cwd: project, stdio: 'pipe' });
-    writeFileSync(join(project, 'main.mjs'), `const m = await import('${name}'); if (Object.keys(m).length === 0) throw new Error('${name} exports nothing');\n`);
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...files], {
+      cwd: project,
+      stdio: 'pipe',
+    });
+    writeFileSync(
+      join(project, 'main.mjs'),
+      `const m = await import('${name}'); if (Object.keys(m).length === 0) throw new Error('${name} exports nothing');\n`,
+    );
     execFileSync('node', ['main.mjs'], { cwd: project, stdio: 'pipe' });
-    if (peers.length > 0) execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...peers], { cwd: project, stdio: 'pipe' });
+    if (peers.length > 0)
+      execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...peers], {
+        cwd: project,
+        stdio: 'pipe',
+      });
     writeFileSync(join(project, 'check.mjs'), `${script}\nconsole.log('ok');\n`);
     execFileSync('node', ['check.mjs'], { cwd: project, stdio: 'pipe' });
-    console.log(`pack-check: ${name}: ${imports.join(', ')} import from a clean npm install${peers.length ? ` (subpaths with peers ${peers.join(', ')})` : ''}`);
+    console.log(
+      `pack-check: ${name}: ${imports.join(', ')} import from a clean npm install${peers.length ? ` (subpaths with peers ${peers.join(', ')})` : ''}`,
+    );
   } catch (error) {
     failed++;
     console.error(`pack-check: ${name} FAILED\n${error.stderr?.toString() ?? error.message}`);

@@ -93,7 +93,9 @@ describe('GpuViewer in a real browser', () => {
     const { viewer, driver, fb } = await drawn();
     const page = await browser.newPage();
     await page.goto(viewer.url);
-    await page.waitForFunction(() => (globalThis as unknown as { __xvio: { rects: number } }).__xvio.rects >= 1);
+    await page.waitForFunction(
+      () => (globalThis as unknown as { __xvio: { rects: number } }).__xvio.rects >= 1,
+    );
     const shot = decodePng(new Uint8Array(await page.locator('#screen-0').screenshot()));
     expect([shot.width, shot.height]).toEqual([WIDTH, HEIGHT]);
     let mismatches = 0;
@@ -113,8 +115,12 @@ describe('GpuViewer in a real browser', () => {
       pixels.fill(0xff, (y * WIDTH + rect.x) * 4, (y * WIDTH + rect.x + rect.width) * 4);
     await driver.transfer(1, rect, BigInt((rect.y * WIDTH + rect.x) * 4));
     await driver.flush(1, rect);
-    await page.waitForFunction(() => (globalThis as unknown as { __xvio: { rects: number } }).__xvio.rects >= 2);
-    const last = await page.evaluate(() => (globalThis as unknown as { __xvio: { last: unknown } }).__xvio.last);
+    await page.waitForFunction(
+      () => (globalThis as unknown as { __xvio: { rects: number } }).__xvio.rects >= 2,
+    );
+    const last = await page.evaluate(
+      () => (globalThis as unknown as { __xvio: { last: unknown } }).__xvio.last,
+    );
     expect(last).toEqual({ id: 0, x: rect.x, y: rect.y, w: rect.width, h: rect.height });
     const after = decodePng(new Uint8Array(await page.locator('#screen-0').screenshot()));
     const white = (x: number, y: number) =>

@@ -191,7 +191,9 @@ describe('virtio-pci against a hostile driver', () => {
     driver.queue(0).add([{ data: text('Pirq') }, { writable: 12 }]);
     await driver.kick(0);
     expect(transport.counters.msiSent).toBe(sent + 1);
-    expect(rig.fixture.sim.interrupts.some((e) => e.kind === 'msi' && e.data === 0 && e.address === 0xfee0_5000n)).toBe(true);
+    expect(
+      rig.fixture.sim.interrupts.some((e) => e.kind === 'msi' && e.data === 0 && e.address === 0xfee0_5000n),
+    ).toBe(true);
     await driver.quiesce();
     noVcpuWaiting(rig);
   });

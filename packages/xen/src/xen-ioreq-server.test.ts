@@ -156,7 +156,11 @@ describe('ioreq server on the simulator', () => {
 
   it('publishes each vCPU port (vp_eport) in the ioreq page only once the server is enabled, as Xen 4.17 does', () => {
     const id = dom0.deviceModel.createIoreqServer(guest.domid, 'off');
-    const page = dom0.foreignMemory.mapResource(guest.domid, { type: 0, id, frame: 1, pages: 1 }, { writable: true });
+    const page = dom0.foreignMemory.mapResource(
+      guest.domid,
+      { type: 0, id, frame: 1, pages: 1 },
+      { writable: true },
+    );
     const view = new DataView(page.bytes.buffer, page.bytes.byteOffset, page.bytes.byteLength);
     expect([view.getUint32(24, true), view.getUint32(32 + 24, true)]).toEqual([0, 0]);
     dom0.deviceModel.setIoreqServerState(guest.domid, id, true);
