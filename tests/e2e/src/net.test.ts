@@ -118,7 +118,7 @@ describe('virtio-net in an unmodified Linux guest, peer in a network namespace',
       for (const bit of [0, 1, 11, 15, 32])
         expect(negotiated(features, bit), `feature ${bit}: ${features}`).toBe(true);
       expect(backend.log.join('')).toContain('frontend connected');
-      expect(backend.log.join('')).not.toMatch(/refused|error/);
+      expect(backend.log.join('')).not.toMatch(/backend (warn|error)|refused/);
     } finally {
       await backend.stop();
     }
