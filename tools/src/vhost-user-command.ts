@@ -133,12 +133,18 @@ export const vhostUserCommand: CommandModule = {
         if (duplicate) throw new CliError('invalid-arguments', `--socket-path ${duplicate} is given twice`);
         const loaded = await context.registry.load(device);
         // Validated once, here; each connection then builds its own device from the same options.
+        // A vhost-user frontend keeps virtio-net's control queue itself (QEMU never passes
+        // CTRL_VQ on), so a net device behind it defers to the frontend unless told otherwise.
+        const settings: Record<string, unknown> =
+          device === 'net' && options.set.controlQueue === undefined
+            ? { controlQueue: 'frontend', ...options.set }
+            : options.set;
         const configFor = (index: number): Record<string, unknown> =>
-          options.set.name === undefined
-            ? { ...options.set, name: paths.length > 1 ? `${device}${index}` : `${device}0` }
+          settings.name === undefined
+            ? { ...settings, name: paths.length > 1 ? `${device}${index}` : `${device}0` }
             : {
-                ...options.set,
-                ...(paths.length > 1 ? { name: `${String(options.set.name)}-${index}` } : {}),
+                ...settings,
+                ...(paths.length > 1 ? { name: `${String(settings.name)}-${index}` } : {}),
               };
         // A package without an exported schema is validated by building (and dropping) one device.
         if (!loaded.validate(configFor(0), '--set ')) loaded.create(configFor(0), '--set ').reset();

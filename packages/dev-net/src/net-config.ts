@@ -79,6 +79,13 @@ export const netConfigSchema = z
       .refine((n) => (n & (n - 1)) === 0, 'queueSize must be a power of two')
       .default(256),
     linkUp: z.boolean().default(true),
+    /**
+     * Who serves the control queue: this device, or the frontend in front of it. Behind
+     * vhost-user, QEMU keeps the control queue and never passes VIRTIO_NET_F_CTRL_VQ on, yet
+     * passes features that depend on it (GUEST_ANNOUNCE, MQ): with `frontend` those are
+     * accepted as the frontend negotiated them.
+     */
+    controlQueue: z.enum(['device', 'frontend']).default('device'),
     /** pcap file recording every frame of this port. */
     capture: z.string().min(1).optional(),
     host: netHostConfigSchema.default({ type: 'null' }),

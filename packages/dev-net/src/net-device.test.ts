@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { NetDevice } from './net-device.js';
+import { createNetDevice, NetDevice } from './net-device.js';
 import { MemoryNetHost, NO_OFFLOADS } from './net-host.js';
 import {
   emptyNetHeader,
@@ -18,6 +18,7 @@ import {
   VIRTIO_NET_CTRL_VLAN_ADD,
   VIRTIO_NET_ERR,
   VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_ANNOUNCE,
   VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_GUEST_TSO4,
@@ -75,6 +76,16 @@ describe('NetDevice', () => {
     expect(device.acceptFeatures(VIRTIO_NET_F_HOST_TSO4)).toBe(false);
     expect(device.acceptFeatures(VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_CSUM)).toBe(true);
     expect(device.acceptFeatures(VIRTIO_NET_F_GUEST_TSO4)).toBe(false);
+  });
+
+  it('accepts control-queue features without CTRL_VQ when the frontend serves the control queue (vhost-user)', () => {
+    // What QEMU 7.2 passes a vhost-user net backend: GUEST_ANNOUNCE and MQ, never CTRL_VQ.
+    const fromQemu = VIRTIO_NET_F_GUEST_ANNOUNCE | VIRTIO_NET_F_MQ | VIRTIO_NET_F_CSUM;
+    const own = new NetDevice({ mac: parseMac(MAC_A)!, host: new MemoryNetHost(), queuePairs: 2 });
+    expect(own.acceptFeatures(fromQemu)).toBe(false);
+    const behindFrontend = createNetDevice({ mac: MAC_A, queuePairs: 2, controlQueue: 'frontend' });
+    expect(behindFrontend.acceptFeatures(fromQemu)).toBe(true);
+    expect(behindFrontend.acceptFeatures(VIRTIO_NET_F_GUEST_TSO4)).toBe(false); // other rules still hold
   });
 
   it('uses a 12-byte header with VERSION_1 and transmits a frame to the host unchanged', () => {

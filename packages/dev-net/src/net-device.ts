@@ -130,6 +130,8 @@ export interface NetDeviceOptions {
   linkUp?: boolean;
   /** Feature bits not to offer (e.g. to test a guest without offloads). */
   withoutFeatures?: bigint;
+  /** `frontend`: the frontend (QEMU behind vhost-user) serves the control queue. Default `device`. */
+  controlQueue?: 'device' | 'frontend';
   /** Records every frame the port carries. */
   capture?: PcapWriter;
   /** Transmit chains served per turn before yielding to the event loop. Default 256. */
@@ -208,6 +210,7 @@ export class NetDevice implements VirtioDevice {
   private status: number;
   private readonly capture: PcapWriter | undefined;
   private readonly txBudget: number;
+  private readonly controlQueue: 'device' | 'frontend';
   private run: RunState | undefined;
   // Receive filter state (spec 5.1.6.5.1, 5.1.6.5.2, 5.1.6.5.3): open until the driver sets it.
   private promisc = true;
@@ -233,6 +236,7 @@ export class NetDevice implements VirtioDevice {
     if (this.queuePairs > 1) features |= VIRTIO_NET_F_MQ;
     if (options.offerMtu ?? options.mtu !== undefined) features |= VIRTIO_NET_F_MTU;
     this.features = features & ~(options.withoutFeatures ?? 0n);
+    this.controlQueue = options.controlQueue ?? 'device';
     this.status = (options.linkUp ?? true) ? VIRTIO_NET_S_LINK_UP : 0;
     this.capture = options.capture;
     this.txBudget = options.txBudget ?? 256;
@@ -272,7 +276,10 @@ export class NetDevice implements VirtioDevice {
 
   /** Spec 5.1.3.1: refuse feature sets that break a dependency. */
   acceptFeatures(features: bigint): boolean {
-    return brokenFeatureDependency(features) === undefined;
+    // A frontend that keeps the control queue (vhost-user) negotiated CTRL_VQ with the
+    // driver itself and passes on only the bits the data path needs.
+    const negotiated = this.controlQueue === 'frontend' ? features | VIRTIO_NET_F_CTRL_VQ : features;
+    return brokenFeatureDependency(negotiated) === undefined;
   }
 
   activate(context: DeviceContext): void {
@@ -1100,6 +1107,7 @@ export function createNetDevice(config: NetConfigInput | unknown = {}): NetDevic
     queuePairs: parsed.queuePairs,
     queueSize: parsed.queueSize,
     linkUp: parsed.linkUp,
+    controlQueue: parsed.controlQueue,
     ...(parsed.capture === undefined ? {} : { capture: new PcapWriter(parsed.capture) }),
   });
 }

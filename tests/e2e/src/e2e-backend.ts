@@ -24,15 +24,8 @@ const devices: Record<string, () => VirtioDevice> = {
 // the network namespace this process runs in).
 //
 // Under vhost-user the frontend keeps the control queue: QEMU forwards to the backend only the
-// acked bits of its vhost feature list, which holds GUEST_ANNOUNCE (and MQ) but not CTRL_VQ,
-// so a backend offering GUEST_ANNOUNCE is told "GUEST_ANNOUNCE without CTRL_VQ" and must
-// refuse it (spec 5.1.3.1). The control-queue family is therefore not offered here.
-const FRONTEND_CONTROL_FEATURES =
-  netWire.VIRTIO_NET_F_CTRL_VQ |
-  netWire.VIRTIO_NET_F_CTRL_RX |
-  netWire.VIRTIO_NET_F_CTRL_VLAN |
-  netWire.VIRTIO_NET_F_GUEST_ANNOUNCE |
-  netWire.VIRTIO_NET_F_CTRL_MAC_ADDR;
+// acked bits of its vhost feature list, which holds GUEST_ANNOUNCE (and MQ) but not CTRL_VQ.
+// `controlQueue: 'frontend'` tells the device so (the CLI's `xvio vhost-user net` does the same).
 let net: NetDevice | undefined;
 function netDevice(): NetDevice {
   const tap = process.argv.indexOf('--tap');
@@ -42,7 +35,7 @@ function netDevice(): NetDevice {
     // QEMU's `-device virtio-net-pci,mac=` is what the guest sees; this one is never read.
     mac: netWire.parseMac('52:54:00:12:34:56')!,
     host: createNetHost({ type: 'tap', ...(ifname ? { ifname } : {}) }),
-    withoutFeatures: FRONTEND_CONTROL_FEATURES,
+    controlQueue: 'frontend',
   });
   return net;
 }
