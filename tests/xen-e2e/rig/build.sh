@@ -45,6 +45,7 @@ chmod +x "$domu/init"
 
 # The dom0 program: one ESM bundle; koffi stays a package beside it (it loads a native module).
 node "$here/rig/bundle.mjs" "$work/dom0-xvio.mjs"
+node "$here/rig/bundle.mjs" "$work/domu-xvio.mjs" domu/domu-xenbus.ts
 
 root=$work/rootfs
 rm -rf "$root"
@@ -80,6 +81,9 @@ for t in xl xenstored xenconsoled xen-init-dom0 node xenstore-read xenstore-writ
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 cp "$work/dom0-xvio.mjs" "$root/opt/xvio/dom0-xvio.mjs"
+# The PVH guest's frontend: dom0 assembles that guest's initramfs from its own files.
+cp "$work/domu-xvio.mjs" "$root/opt/xvio/domu-xvio.mjs"
+cp "$here/rig/domu-node-init.sh" "$root/opt/xvio/domu-node-init.sh"
 node "$here/rig/copy-package.mjs" koffi "$root/opt/xvio/node_modules"
 # HVM guests: hvmloader, SeaBIOS, and Debian's qemu-system-xen as the device model.
 mkdir -p "$root/usr/lib/xen-4.17/boot" "$root/usr/libexec" "$root/usr/share/seabios" "$root/usr/share/qemu"

@@ -27,7 +27,8 @@ function copy(packageName, from, optional) {
   cpSync(directory, join(target, packageName), { recursive: true, dereference: true });
   const manifest = JSON.parse(readFileSync(join(directory, 'package.json'), 'utf8'));
   for (const dependency of Object.keys(manifest.dependencies ?? {})) copy(dependency, directory, false);
-  for (const dependency of Object.keys(manifest.optionalDependencies ?? {})) copy(dependency, directory, true);
+  for (const dependency of Object.keys(manifest.optionalDependencies ?? {}))
+    copy(dependency, directory, true);
 }
 copy(name, new URL('../../../packages/xen', import.meta.url).pathname, false);
 console.log(`copy-package: ${[...seen].join(', ')}`);

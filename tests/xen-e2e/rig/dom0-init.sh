@@ -11,7 +11,7 @@ xenstored --pid-file /run/xenstored.pid
 i=0; while [ ! -S /run/xenstored/socket ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done
 xen-init-dom0 >/dev/null 2>&1 || echo "XVIO-FAIL xen-init-dom0"
 mkdir -p /var/log/xen/console
-xenconsoled --pid-file=/run/xenconsoled.pid --log=none
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest  # guest consoles -> /var/log/xen/console/guest-NAME.log
 echo "XVIO-DOM0-READY $(cut -d' ' -f1 /proc/uptime)"
 cd /opt/xvio && node dom0-xvio.mjs
 rc=$?

@@ -4,7 +4,13 @@ import { parseRigLog, type RigResult, runXenRig } from './xen-rig.js';
 describe('parseRigLog', () => {
   it('reads markers even when the console prefixes them', () => {
     const parsed = parseRigLog(
-      ['(d0) XVIO-DOM0-READY 31.5', 'XVIO-PASS probe hypervisor=xen', '\rXVIO-FAIL grants boom', 'XVIO-MEASURE copy-4k 12.5 us', 'XVIO-DOM0-DONE rc=1'].join('\n'),
+      [
+        '(d0) XVIO-DOM0-READY 31.5',
+        'XVIO-PASS probe hypervisor=xen',
+        '\rXVIO-FAIL grants boom',
+        'XVIO-MEASURE copy-4k 12.5 us',
+        'XVIO-DOM0-DONE rc=1',
+      ].join('\n'),
     );
     expect(parsed.dom0ReadySeconds).toBe(31.5);
     expect(parsed.passed).toEqual([{ name: 'probe', detail: 'hypervisor=xen' }]);
@@ -24,7 +30,9 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
   });
 
   it('reaches real Xen through the native bindings: probe, xenstore, event channels, grant tables', () => {
-    expect(result.passed.map((p) => p.name)).toEqual(expect.arrayContaining(['probe', 'xenstore', 'event-channels', 'grant-tables']));
+    expect(result.passed.map((p) => p.name)).toEqual(
+      expect.arrayContaining(['probe', 'xenstore', 'event-channels', 'grant-tables']),
+    );
   });
 
   it('serves virtio-rng to a stock Linux HVM guest as a PCI function through an ioreq server (foreign-mapped DMA)', () => {
@@ -35,6 +43,41 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
     }
     expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS hwrng 16384 bytes/);
     expect(result.log).toMatch(/XVIO-GUEST DOMU-RNG-CURRENT virtio_rng/);
+  });
+
+  it('a guest writing garbage over the PCI BAR gets every ioreq answered (no blocked vCPU, no crash)', () => {
+    const scenario = result.passed.find((p) => p.name === 'hvm-register-garbage');
+    if (!scenario) throw new Error(`register garbage failed: ${JSON.stringify(result.failed)}`);
+    expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS register-garbage [1-9]\d* garbage writes/);
+  });
+
+  it('connects a PVH guest frontend over XenBus (real xenstored, event channels, grants) and moves virtio-rng data', () => {
+    const scenario = result.passed.find((p) => p.name === 'xenbus-pvh');
+    if (!scenario) {
+      const lines = result.log.split(/\r?\n/).filter((line) => /XVIO-(GUEST|STEP|FAIL|DIAG console)/.test(line));
+      throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
+    }
+    expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS xenbus-connect Connected/);
+    expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS xenbus-data \d+ bytes/);
+    expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS xenbus-close/);
+  });
+
+  it('survives a backend restart, ring garbage and a guest destroyed mid-transfer, leaving nothing behind', () => {
+    const scenario = result.passed.find((p) => p.name === 'xenbus-robust');
+    if (!scenario) {
+      const lines = result.log.split(/\r?\n/).filter((line) => /XVIO-(GUEST|STEP|FAIL|NOTE robust|DIAG console)/.test(line));
+      throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
+    }
+    for (const check of ['backend-restart', 'garbage-needs-reset', 'reset-recovered']) {
+      expect(result.log).toContain(`XVIO-GUEST DOMU-PASS ${check}`);
+    }
+  });
+
+  it('measures the ioreq round trip and the XenBus request round trip and throughput', () => {
+    const value = (name: string) => result.measures.find((m) => m.name === name)?.value ?? Number.NaN;
+    expect(value('pci-config-dword-read')).toBeGreaterThan(0);
+    expect(value('xenbus-rng-round-trip')).toBeGreaterThan(0);
+    expect(value('xenbus-rng-throughput')).toBeGreaterThan(0);
   });
 
   it('measures per-request grant map/unmap, grant copy and a persistent mapping on the real hypervisor', () => {

@@ -18,7 +18,10 @@ export interface RigResult {
 
 function run(script: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [join(here, 'rig', script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', [join(here, 'rig', script)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk.toString('latin1');
@@ -33,14 +36,22 @@ function run(script: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
 
 /** Parses the XVIO-* marker lines the dom0 program prints on the serial console. */
 export function parseRigLog(log: string): Omit<RigResult, 'log' | 'seconds'> {
-  const result: Omit<RigResult, 'log' | 'seconds'> = { passed: [], failed: [], measures: [], notes: [], dom0ReadySeconds: undefined, done: false };
+  const result: Omit<RigResult, 'log' | 'seconds'> = {
+    passed: [],
+    failed: [],
+    measures: [],
+    notes: [],
+    dom0ReadySeconds: undefined,
+    done: false,
+  };
   for (const raw of log.split(/\r?\n/)) {
     const line = raw.slice(raw.indexOf('XVIO-'));
     if (!raw.includes('XVIO-')) continue;
     const [tag, name = '', ...rest] = line.split(' ');
     if (tag === 'XVIO-PASS') result.passed.push({ name, detail: rest.join(' ') });
     else if (tag === 'XVIO-FAIL') result.failed.push({ name, detail: rest.join(' ') });
-    else if (tag === 'XVIO-MEASURE') result.measures.push({ name, value: Number(rest[0]), unit: rest[1] ?? '' });
+    else if (tag === 'XVIO-MEASURE')
+      result.measures.push({ name, value: Number(rest[0]), unit: rest[1] ?? '' });
     else if (tag === 'XVIO-NOTE') result.notes.push([name, ...rest].join(' '));
     else if (tag === 'XVIO-DOM0-READY') result.dom0ReadySeconds = Number(name);
     else if (tag === 'XVIO-DOM0-DONE') result.done = true;
