@@ -77,6 +77,13 @@ describe('xvio vhost-user', () => {
     });
   });
 
+  it('refuses --xen-mmap on a host that is not a Xen domain, saying what is missing', async () => {
+    const result = await runForTest(['vhost-user', 'rng', '-s', join(dir, 'xen.sock'), '--xen-mmap']);
+    expect(result.status).toBe(5);
+    expect(result.stderr).toMatch(/native Xen is not available on this host/);
+    expect(result.stderr).toMatch(/xvio doctor/);
+  });
+
   it('rejects bad flags with exact messages', async () => {
     expect((await runForTest(['vhost-user', 'sound', '-s', 'x.sock'])).stderr).toBe(
       "error: command-argument value 'sound' is invalid for argument 'device'. allowed: console, rng, net, gpu, template.\n(run 'xvio vhost-user --help' for usage)\n",

@@ -11,6 +11,7 @@ import { DEVICE_NAMES, type DeviceName, isDeviceName } from './device-registry.j
 import { type MetricSource, serveMetrics, XvioMetrics } from './metrics-registry.js';
 import { loadOptionalModule } from './optional-modules.js';
 import { parseIntegerOption } from './run-command.js';
+import { loadXenModule, requireNativeXen } from './xen-services.js';
 
 /** What the CLI needs of `@xvio/transport/vhost-user` (kept structural: the module is loaded lazily). */
 interface VhostUserServer {
@@ -31,10 +32,13 @@ interface VhostUserServer {
 }
 
 interface VhostUserModule {
+  createXenRegionMapper?(options: { foreignMemory: unknown }): unknown;
   serveVhostUser(options: {
     socketPath: string;
     device: () => VirtioDevice;
     once?: boolean;
+    xenMapper?: unknown;
+    offerXenMmap?: boolean;
     log?: {
       debug?(message: string): void;
       info(message: string): void;
@@ -92,6 +96,7 @@ interface VhostUserOptions {
   socketPath: string[];
   set: Record<string, unknown>;
   once?: boolean;
+  xenMmap?: boolean;
   metricsPort?: number;
 }
 
@@ -122,6 +127,10 @@ export const vhostUserCommand: CommandModule = {
       )
       .option('--once', 'serve one frontend per socket, then exit')
       .option(
+        '--xen-mmap',
+        "serve Xen's vhost-user frontends (VHOST_USER_PROTOCOL_F_XEN_MMAP): map their foreign-memory regions through native Xen (dom0 or a driver domain)",
+      )
+      .option(
         '--metrics-port <port>',
         'serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)',
         parseIntegerOption('--metrics-port', 0, 65535),
@@ -149,6 +158,21 @@ export const vhostUserCommand: CommandModule = {
         // A package without an exported schema is validated by building (and dropping) one device.
         if (!loaded.validate(configFor(0), '--set ')) loaded.create(configFor(0), '--set ').reset();
         const vhostUser = await loadVhostUser();
+        let xenMapper: unknown;
+        if (options.xenMmap) {
+          await requireNativeXen({ root: '/', uid: process.getuid?.() ?? 0, env: context.env });
+          const xen = await loadXenModule();
+          const openForeign = xen.openNativeForeignMemory as (() => unknown) | undefined;
+          if (typeof openForeign !== 'function' || typeof vhostUser.createXenRegionMapper !== 'function') {
+            throw new CliError(
+              'feature-unavailable',
+              '--xen-mmap is not available in this build (no native foreign memory)',
+            );
+          }
+          const foreignMemory = openForeign() as { close(): void };
+          xenMapper = vhostUser.createXenRegionMapper({ foreignMemory });
+          shutdown.add('native foreign memory', () => foreignMemory.close());
+        }
         const metrics = new XvioMetrics();
         const servers: VhostUserServer[] = [];
         const closed: Promise<void>[] = [];
@@ -161,6 +185,7 @@ export const vhostUserCommand: CommandModule = {
               socketPath,
               device: () => loaded.create(config),
               once: options.once === true,
+              ...(xenMapper === undefined ? {} : { xenMapper, offerXenMmap: true }),
               log: adaptLogger(deviceLog),
             });
           } catch (error) {

@@ -16,3 +16,4 @@ export {
 } from './vhost-user-server.js';
 export type { ChannelEnd } from './vhost-user-socket.js';
 export * as vhostUserWire from './vhost-user-wire.js';
+export { createXenRegionMapper, type XenRegionMapperOptions } from './vhost-user-xen.js';

@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createXenSimulator } from '@xvio/xen';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openChain } from '../chain-io.js';
 import type { DescriptorChain } from '../descriptor-chain.js';
@@ -33,7 +34,9 @@ import {
   Request,
   VHOST_USER_F_PROTOCOL_FEATURES,
   XEN_MMAP_FOREIGN,
+  XEN_MMAP_GRANT,
 } from './vhost-user-wire.js';
+import { createXenRegionMapper } from './vhost-user-xen.js';
 
 /** A device for protocol tests: fills every writable buffer with the request's number. */
 function patternDevice() {
@@ -477,6 +480,29 @@ describe('vhost-user Xen memory regions', () => {
     expect(seen).toEqual([{ flags: XEN_MMAP_FOREIGN, domid: 3, guestAddress: 0x4000_0000n }]);
     const bad = { ...region, xenFlags: 0x40 };
     expect(await frontend.acked(Request.SET_MEM_TABLE, encodeMemTable([bad], true), [memory.fd])).toBe(1n);
+  });
+
+  it('maps a foreign region of a (simulated) Xen guest with the Xen mapper, and refuses grant regions', async () => {
+    const sim = createXenSimulator();
+    const domain = sim.createDomain({ memoryBytes: 1 << 20 });
+    const services = sim.services(0);
+    const memory = guest();
+    const frontend = await xenFrontend(createXenRegionMapper({ foreignMemory: services.foreignMemory }));
+    const foreign = {
+      guestAddress: 0n,
+      size: 0x10_0000n,
+      userAddress: 0x7f10_0000_0000n,
+      mmapOffset: 0n,
+      xenFlags: XEN_MMAP_FOREIGN,
+      domid: domain.domid,
+    };
+    expect(await frontend.acked(Request.SET_MEM_TABLE, encodeMemTable([foreign], true), [memory.fd])).toBe(
+      0n,
+    );
+    const grant = { ...foreign, xenFlags: XEN_MMAP_GRANT };
+    expect(await frontend.acked(Request.SET_MEM_TABLE, encodeMemTable([grant], true), [memory.fd])).toBe(1n);
+    frontend.close();
+    await services.close();
   });
 });
 
