@@ -34,6 +34,9 @@ interface Batch {
   readonly consecutive: boolean;
   /** Requests using a page of this batch. */
   pins: number;
+  /** Neighbours in the LRU list (older, newer); undefined at the ends or when not listed. */
+  older: Batch | undefined;
+  newer: Batch | undefined;
 }
 
 interface Entry {
@@ -62,8 +65,13 @@ export class PersistentPoolMemory implements XenGuestMemory {
   private readonly maxRequestPages: number;
   private pool = new Set<number>();
   private readonly entries = new Map<number, Entry>();
-  /** Mapped batches, least recently used first. */
-  private readonly lru = new Set<Batch>();
+  /**
+   * Mapped batches as a doubly linked list, least recently used first (`oldest`) to most
+   * recently used (`newest`): touching a batch is a few pointer stores, not a hash delete
+   * and insert per request.
+   */
+  private oldest: Batch | undefined;
+  private batchCount = 0;
   private mappedPages = 0;
   /** Bumped by `unmapAll`: requests opened before it hold no pins any more. */
   private generation = 0;
@@ -97,7 +105,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       }
     }
     this.pool = new Set(refs);
-    for (const batch of [...this.lru]) {
+    for (const batch of this.batches()) {
       if (batch.pins === 0 && batch.refs.some((ref) => !this.pool.has(ref))) this.evict(batch, false);
     }
   }
@@ -121,12 +129,36 @@ export class PersistentPoolMemory implements XenGuestMemory {
     return this.mappedPages;
   }
 
+  /** The mapped batches, least recently used first (a copy: evicting while iterating is safe). */
+  private batches(): Batch[] {
+    const out: Batch[] = [];
+    for (let batch = this.oldest; batch !== undefined; batch = batch.newer) out.push(batch);
+    return out;
+  }
+
+  private unlink(batch: Batch): void {
+    if (batch.older) batch.older.newer = batch.newer;
+    else this.oldest = batch.newer;
+    if (batch.newer) batch.newer.older = batch.older;
+    else this.newest = batch.older;
+    batch.older = undefined;
+    batch.newer = undefined;
+  }
+
+  private append(batch: Batch): void {
+    batch.older = this.newest;
+    batch.newer = undefined;
+    if (this.newest) this.newest.newer = batch;
+    else this.oldest = batch;
+    this.newest = batch;
+  }
+
   private evict(batch: Batch, counted: boolean): void {
     for (const ref of batch.refs) {
       if (this.entries.get(ref)?.batch === batch) this.entries.delete(ref);
     }
-    this.lru.delete(batch);
-    if (this.newest === batch) this.newest = undefined;
+    this.unlink(batch);
+    this.batchCount--;
     this.mappedPages -= batch.refs.length;
     if (counted) this.counters.evictions++;
     this.counters.calls++;
@@ -137,17 +169,18 @@ export class PersistentPoolMemory implements XenGuestMemory {
   /** Evicts least recently used unpinned batches until `incoming` more pages fit the bound. */
   private makeRoom(incoming: number): void {
     if (this.mappedPages + incoming <= this.maxPages) return;
-    for (const batch of this.lru) {
-      if (this.mappedPages + incoming <= this.maxPages) return;
+    let batch = this.oldest;
+    while (batch !== undefined && this.mappedPages + incoming > this.maxPages) {
+      const next = batch.newer;
       if (batch.pins === 0) this.evict(batch, true);
+      batch = next;
     }
   }
 
   private touch(batch: Batch): void {
     if (this.newest === batch) return;
-    this.lru.delete(batch);
-    this.lru.add(batch);
-    this.newest = batch;
+    this.unlink(batch);
+    this.append(batch);
   }
 
   /**
@@ -217,9 +250,9 @@ export class PersistentPoolMemory implements XenGuestMemory {
     let consecutive = true;
     for (let i = 1; i < missing.length; i++)
       if (missing[i] !== (missing[0] as number) + i) consecutive = false;
-    const batch: Batch = { mapping, refs: missing, consecutive, pins: 0 };
-    this.lru.add(batch);
-    this.newest = batch;
+    const batch: Batch = { mapping, refs: missing, consecutive, pins: 0, older: undefined, newer: undefined };
+    this.append(batch);
+    this.batchCount++;
     this.mappedPages += missing.length;
     for (let index = 0; index < missing.length; index++)
       this.entries.set(missing[index] as number, { batch, index });
@@ -398,7 +431,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
 
   /** Unmaps the whole pool and every ring (reset, disconnect): the frontend may end access afterwards. */
   unmapAll(): void {
-    for (const batch of [...this.lru]) {
+    for (const batch of this.batches()) {
       batch.pins = 0;
       this.evict(batch, false);
     }
@@ -408,7 +441,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
   }
 
   liveMappings(): number {
-    return this.lru.size + this.fallback.liveMappings();
+    return this.batchCount + this.fallback.liveMappings();
   }
 }
 
