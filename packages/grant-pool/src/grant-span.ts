@@ -1,5 +1,5 @@
 import { GNTST_bad_domain, GNTST_bad_gntref, GNTST_okay, GrantError, XenError } from '@xvio/xen';
-import { GRANT_ADDRESS_FLAG, PAGE_SIZE } from './grant-address.js';
+import { PAGE_SHIFT, PAGE_SIZE } from './grant-address.js';
 import { MAX_RANGE_LENGTH } from './guest-memory.js';
 import type { MemoryFaultCode } from './memory-errors.js';
 
@@ -27,26 +27,28 @@ export function isValidLength(length: number): boolean {
  * before anything is mapped.
  */
 export function grantSpan(address: bigint, length: number): GrantSpan | MemoryFaultCode {
-  if (!isValidLength(length) || address < 0n || address > MAX_ADDRESS) return 'invalid-range';
+  if (!isValidLength(length)) return 'invalid-range';
+  // Two BigInt operations, then plain numbers (this runs for every buffer of every request):
+  // `high` is negative below 0 and 2^32 or more above 64 bits.
+  const high = Number(address >> 32n);
+  if (high < 0 || high > 0xffff_ffff) return 'invalid-range';
   // Under grant usage the device can reach nothing but grants: a guest-physical address
   // points at memory this backend has no access to.
-  if ((address & GRANT_ADDRESS_FLAG) === 0n) return 'unmapped';
-  // Bits 12..62 hold the reference; one above the u32 range is out of every grant table.
-  const high = address & REF_OVERFLOW_MASK;
-  const offset = Number(address & OFFSET_MASK);
+  if (high < 0x8000_0000) return 'unmapped';
+  const low = Number(BigInt.asUintN(32, address));
+  const offset = low & PAGE_OFFSET_MASK;
   const pages = length === 0 ? 0 : Math.ceil((offset + length) / PAGE_SIZE);
-  if (high !== 0n) return 'grant-out-of-range';
-  const firstRef = Number((address >> PAGE_SHIFT_BIG) & REF_MASK);
+  // Bits 12..62 hold the reference; one above the u32 range (address bits 44..62, bits 12..30
+  // of `high`) is out of every grant table.
+  if ((high & REF_OVERFLOW_HIGH) !== 0) return 'grant-out-of-range';
+  const firstRef = (high & 0xfff) * 0x10_0000 + (low >>> PAGE_SHIFT);
   if (firstRef + Math.max(pages, 1) - 1 > MAX_GRANT_REF) return 'grant-out-of-range';
   return { firstRef, offset, length, pages };
 }
 
-const MAX_ADDRESS = (1n << 64n) - 1n;
-const PAGE_SHIFT_BIG = 12n;
-const OFFSET_MASK = 0xfffn;
-const REF_MASK = 0xffff_ffffn;
-/** Address bits 44..62: a reference of 2^32 or more. */
-const REF_OVERFLOW_MASK = ((1n << 63n) - 1n) & ~((1n << 44n) - 1n);
+const PAGE_OFFSET_MASK = PAGE_SIZE - 1;
+/** Address bits 44..62 as bits of its high 32-bit half: a reference of 2^32 or more. */
+const REF_OVERFLOW_HIGH = 0x7fff_f000;
 
 /** A guest-physical range as frames: `pages` frames from `firstFrame`. */
 export interface FrameSpan {

@@ -1,0 +1,37 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { grantSpan } from './grant-span.js';
+
+/** The decoding spelled out on BigInts, as grant-dma-ops.c lays the address out. */
+function reference(address: bigint, length: number) {
+  if (!Number.isInteger(length) || length < 0 || length > 0xffff_ffff) return 'invalid-range';
+  if (address < 0n || address >= 1n << 64n) return 'invalid-range';
+  if ((address & (1n << 63n)) === 0n) return 'unmapped';
+  const ref = (address >> 12n) & ((1n << 51n) - 1n);
+  const offset = Number(address & 0xfffn);
+  const pages = length === 0 ? 0 : Math.ceil((offset + length) / 4096);
+  if (ref + BigInt(Math.max(pages, 1)) - 1n > 0xffff_ffffn) return 'grant-out-of-range';
+  return { firstRef: Number(ref), offset, length, pages };
+}
+
+describe('grantSpan', () => {
+  it('agrees with a BigInt reference decoding for any address and length', () => {
+    const address = fc.oneof(
+      fc.bigInt({ min: -(1n << 65n), max: 1n << 65n }),
+      fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      // Grant addresses near the u32 reference limit and the 64-bit edge.
+      fc.bigInt({ min: 0n, max: (1n << 45n) - 1n }).map((low) => (1n << 63n) | low),
+      fc.constantFrom(0n, (1n << 63n) - 1n, 1n << 63n, (1n << 64n) - 1n, 1n << 64n, -1n),
+    );
+    const length = fc.oneof(
+      fc.integer({ min: 0, max: 70_000 }),
+      fc.constantFrom(0xffff_ffff, 2 ** 32, -1, 1.5),
+    );
+    fc.assert(
+      fc.property(address, length, (a, n) => {
+        expect(grantSpan(a, n)).toEqual(reference(a, n));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+});
