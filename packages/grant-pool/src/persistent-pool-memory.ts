@@ -359,37 +359,88 @@ export class PersistentPoolMemory implements XenGuestMemory {
 
   map(ranges: readonly MemoryRange[]): MappedRanges {
     const count = ranges.length;
+    // Fast path: every range resident in one batch (a buffer allocated from the pool and
+    // used before). Spans are decoded one at a time and nothing is pinned or touched until
+    // every range was found, so a fault (thrown by `span`) or a miss leaves no trace.
+    if (count === 1) {
+      const range = ranges[0] as MemoryRange;
+      const span = this.span(range.address, range.length);
+      if (span.pages === 0) {
+        return new PoolRequest(
+          this,
+          this.generation,
+          ranges,
+          [[EMPTY]],
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+        );
+      }
+      const entry = this.fast(span);
+      if (entry !== undefined) {
+        const batch = entry.batch;
+        this.counters.cacheHits += span.pages;
+        batch.pins++;
+        this.touch(batch);
+        const from = entry.index * PAGE_SIZE + span.offset;
+        const segments = [[batch.mapping.bytes.subarray(from, from + span.length)]];
+        return new PoolRequest(
+          this,
+          this.generation,
+          ranges,
+          segments,
+          batch,
+          undefined,
+          undefined,
+          undefined,
+        );
+      }
+    } else {
+      const segments: Uint8Array[][] = new Array(count);
+      const batches: Batch[] = [];
+      let pages = 0;
+      let fast = true;
+      for (let i = 0; i < count; i++) {
+        const range = ranges[i] as MemoryRange;
+        const span = this.span(range.address, range.length);
+        if (!fast) continue; // keep decoding: a fault anywhere is thrown before anything is mapped
+        if (span.pages === 0) {
+          segments[i] = [EMPTY];
+          continue;
+        }
+        const entry = this.fast(span);
+        if (entry === undefined) {
+          fast = false;
+          continue;
+        }
+        const from = entry.index * PAGE_SIZE + span.offset;
+        segments[i] = [entry.batch.mapping.bytes.subarray(from, from + span.length)];
+        batches.push(entry.batch);
+        pages += span.pages;
+      }
+      if (fast) {
+        this.counters.cacheHits += pages;
+        for (const batch of batches) {
+          batch.pins++;
+          this.touch(batch);
+        }
+        return new PoolRequest(
+          this,
+          this.generation,
+          ranges,
+          segments,
+          undefined,
+          batches,
+          undefined,
+          undefined,
+        );
+      }
+    }
     const spans: GrantSpan[] = new Array(count);
     for (let i = 0; i < count; i++) {
       const range = ranges[i] as MemoryRange;
       spans[i] = this.span(range.address, range.length);
-    }
-    // Fast path: every range resident in one batch. No allocation beyond the answer.
-    const segments: Uint8Array[][] = new Array(count);
-    const batches: Batch[] = [];
-    let fast = true;
-    for (let i = 0; i < count && fast; i++) {
-      const span = spans[i] as GrantSpan;
-      if (span.pages === 0) {
-        segments[i] = [EMPTY];
-        continue;
-      }
-      const entry = this.fast(span);
-      if (entry === undefined) {
-        fast = false;
-        break;
-      }
-      const from = entry.index * PAGE_SIZE + span.offset;
-      segments[i] = [entry.batch.mapping.bytes.subarray(from, from + span.length)];
-      batches.push(entry.batch);
-    }
-    if (fast) {
-      for (let i = 0; i < count; i++) this.counters.cacheHits += (spans[i] as GrantSpan).pages;
-      for (const batch of batches) {
-        batch.pins++;
-        this.touch(batch);
-      }
-      return new PoolRequest(this, this.generation, ranges, segments, batches, undefined, undefined);
     }
     return this.mapSlow(ranges, spans);
   }
@@ -415,13 +466,23 @@ export class PersistentPoolMemory implements XenGuestMemory {
     });
     const batches = [...pinned];
     for (const batch of batches) batch.pins++;
-    return new PoolRequest(this, this.generation, ranges, segments, batches, perRequest, otherIndexes);
+    return new PoolRequest(
+      this,
+      this.generation,
+      ranges,
+      segments,
+      undefined,
+      batches,
+      perRequest,
+      otherIndexes,
+    );
   }
 
   /** Called once by a request's `release`: drops its pins unless `unmapAll` did already. */
   closeRequest(request: PoolRequest, generation: number): void {
     if (generation !== this.generation) return;
-    for (const batch of request.batches) batch.pins--;
+    if (request.batch !== undefined) request.batch.pins--;
+    if (request.batches !== undefined) for (const batch of request.batches) batch.pins--;
     this.makeRoom(0);
   }
 
@@ -454,7 +515,10 @@ class PoolRequest implements MappedRanges {
     private readonly generation: number,
     private readonly ranges: readonly MemoryRange[],
     readonly segments: readonly (readonly Uint8Array[])[],
-    readonly batches: readonly Batch[],
+    /** The one batch a single-batch request pins, or undefined. */
+    readonly batch: Batch | undefined,
+    /** The batches a request pins otherwise (a batch may appear more than once: one pin each). */
+    readonly batches: readonly Batch[] | undefined,
     private readonly perRequest: MappedRanges | undefined,
     /** Indexes of the ranges `perRequest` maps, in its order. */
     private readonly otherIndexes: readonly number[] | undefined,
