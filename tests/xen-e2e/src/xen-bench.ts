@@ -15,21 +15,43 @@ if (!result.done) {
 }
 const value = (name: string) => result.measures.find((m) => m.name === name)?.value;
 const memcpyUs = value('persistent-memcpy-4k');
-const memcpy = memcpyUs ? { name: 'dom0 memcpy 4 KiB under TCG (MB/s)', value: Number((4096 / memcpyUs).toFixed(1)) } : undefined;
+const memcpy = memcpyUs
+  ? { name: 'dom0 memcpy 4 KiB under TCG (MB/s)', value: Number((4096 / memcpyUs).toFixed(1)) }
+  : undefined;
 const evtchn = value('evtchn-notify-to-delivery');
-const evtchnBound = evtchn ? { name: 'dom0 event channel notify to delivery (us)', value: evtchn } : undefined;
+const evtchnBound = evtchn
+  ? { name: 'dom0 event channel notify to delivery (us)', value: evtchn }
+  : undefined;
 
 const describe: Record<string, { label: string; bound?: { name: string; value: number } | undefined }> = {
-  'grant-map-unmap-4k': { label: 'grant map+unmap per 4 KiB request (real Xen)', bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined },
-  'grant-copy-4k': { label: 'grant copy per 4 KiB request (real Xen)', bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined },
+  'grant-map-unmap-4k': {
+    label: 'grant map+unmap per 4 KiB request (real Xen)',
+    bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined,
+  },
+  'grant-copy-4k': {
+    label: 'grant copy per 4 KiB request (real Xen)',
+    bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined,
+  },
   'persistent-memcpy-4k': { label: 'persistent mapping, memcpy per 4 KiB' },
   'evtchn-notify-to-delivery': { label: 'event channel notify to delivery in Node (dom0 loopback)' },
-  'pci-config-dword-read': { label: 'scenario 1: HVM guest PCI config dword read via xvio ioreq server (ioreq round trip, upper bound)', bound: evtchnBound },
+  'pci-config-dword-read': {
+    label:
+      'scenario 1: HVM guest PCI config dword read via xvio ioreq server (ioreq round trip, upper bound)',
+    bound: evtchnBound,
+  },
   'hvm-guest-lifetime': { label: 'scenario 1: HVM guest create to power off' },
   'xenbus-handshake': { label: 'scenario 3: XenBus handshake, frontend InitWait to Connected (PVH guest)' },
-  'xenbus-rng-round-trip': { label: 'scenario 3: XenBus virtio-rng 64-byte request round trip (guest notify to used)', bound: evtchnBound },
-  'xenbus-rng-throughput': { label: 'scenario 3: XenBus virtio-rng throughput, 16 x 4 KiB in flight, grant-map', bound: memcpy },
-  'xenbus-backend-restart-to-streaming': { label: 'scenario 4: backend restart to guest streaming again (incl. garbage + reset)' },
+  'xenbus-rng-round-trip': {
+    label: 'scenario 3: XenBus virtio-rng 64-byte request round trip (guest notify to used)',
+    bound: evtchnBound,
+  },
+  'xenbus-rng-throughput': {
+    label: 'scenario 3: XenBus virtio-rng throughput, 16 x 4 KiB in flight, grant-map',
+    bound: memcpy,
+  },
+  'xenbus-backend-restart-to-streaming': {
+    label: 'scenario 4: backend restart to guest streaming again (incl. garbage + reset)',
+  },
   'xl-destroy-mid-transfer': { label: 'scenario 4: xl destroy of a guest mid-transfer' },
 };
 
@@ -58,7 +80,10 @@ const md = [
   '',
   '| measurement | value | unit | bound |',
   '|---|---:|---|---|',
-  ...results.map((r) => `| ${r.name} | ${r.value} | ${r.unit} | ${'bound' in r && r.bound ? `${r.bound.name}: ${r.bound.value}` : ''} |`),
+  ...results.map(
+    (r) =>
+      `| ${r.name} | ${r.value} | ${r.unit} | ${'bound' in r && r.bound ? `${r.bound.name}: ${r.bound.value}` : ''} |`,
+  ),
   '',
   `Scenarios passed: ${result.passed.map((p) => p.name).join(', ')}; failed: ${result.failed.map((f) => f.name).join(', ') || 'none'}.`,
   '',

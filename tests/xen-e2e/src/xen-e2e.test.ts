@@ -54,7 +54,9 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
   it('connects a PVH guest frontend over XenBus (real xenstored, event channels, grants) and moves virtio-rng data', () => {
     const scenario = result.passed.find((p) => p.name === 'xenbus-pvh');
     if (!scenario) {
-      const lines = result.log.split(/\r?\n/).filter((line) => /XVIO-(GUEST|STEP|FAIL|DIAG console)/.test(line));
+      const lines = result.log
+        .split(/\r?\n/)
+        .filter((line) => /XVIO-(GUEST|STEP|FAIL|DIAG console)/.test(line));
       throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
     }
     expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS xenbus-connect Connected/);
@@ -65,7 +67,9 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
   it('survives a backend restart, ring garbage and a guest destroyed mid-transfer, leaving nothing behind', () => {
     const scenario = result.passed.find((p) => p.name === 'xenbus-robust');
     if (!scenario) {
-      const lines = result.log.split(/\r?\n/).filter((line) => /XVIO-(GUEST|STEP|FAIL|NOTE robust|DIAG console)/.test(line));
+      const lines = result.log
+        .split(/\r?\n/)
+        .filter((line) => /XVIO-(GUEST|STEP|FAIL|NOTE robust|DIAG console)/.test(line));
       throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
     }
     for (const check of ['backend-restart', 'garbage-needs-reset', 'reset-recovered']) {

@@ -369,8 +369,7 @@ try {
     `DOMU-FAIL xenbus ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
   );
 } finally {
-  // Unbind and unshare; the xenstore connection is left to process exit (its device read
-  // stays pending in libuv's thread pool and closing it could wait on that).
+  // Unbind and unshare; the xenstore connection is left to the process's end.
   try {
     frontend.close();
     events.close();
@@ -379,5 +378,7 @@ try {
     console.log(`DOMU-NOTE cleanup ${String(error)}`);
   }
   console.log('DOMU-DONE');
-  process.exit(0);
+  // process.exit would hang: libuv's thread-pool destructor joins the thread blocked in the
+  // xenbus device read. The results are printed; init powers off after us.
+  process.kill(process.pid, 'SIGKILL');
 }
