@@ -1,5 +1,8 @@
 import type { MemoryRange } from '@xvio/grant-pool';
 
+/** Assembles a 64-bit address from its halves (see `DescriptorChain.address`). */
+const addressScratch = new DataView(new ArrayBuffer(8));
+
 /**
  * One request: the descriptors of a chain as they were read from the ring, once. The fields
  * are copies (never re-read from guest memory), so what the device validates is what it uses.
@@ -56,8 +59,13 @@ export class DescriptorChain {
     const base = index << 2;
     const low = this.fields[base]!;
     const high = this.fields[base + 1]!;
-    // One conversion while the address fits a double exactly (high < 2^21), else two halves.
-    return high < 0x20_0000 ? BigInt(high * 0x1_0000_0000 + low) : (BigInt(high) << 32n) | BigInt(low);
+    // One conversion while the address fits a double exactly (high < 2^21); else (grant
+    // addresses, bit 63) the halves are stored and read back as one u64, which allocates one
+    // BigInt instead of four.
+    if (high < 0x20_0000) return BigInt(high * 0x1_0000_0000 + low);
+    addressScratch.setUint32(0, low, true);
+    addressScratch.setUint32(4, high, true);
+    return addressScratch.getBigUint64(0, true);
   }
 
   length(index: number): number {
