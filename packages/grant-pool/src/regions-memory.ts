@@ -74,7 +74,12 @@ class RegionsGuestMemory implements RegionsMemory {
   private states: RegionState[] = [];
   /** Live views (for rings) by the region they point into, so `unmapAll` can release them. */
   private views = 0;
-  private requests = new Set<RegionState[]>();
+  /** Region references held by live request mappings (one per region each range crosses). */
+  private requestMappings = 0;
+  /** Bumped by `unmapAll`: requests mapped before it hold nothing any more. */
+  private generation = 0;
+  /** The region the last request hit: consecutive buffers mostly sit in the same one. */
+  private last: RegionState | undefined;
 
   get regions(): readonly MemoryRegion[] {
     return this.states.map((state) => state.region);
@@ -112,6 +117,7 @@ class RegionsGuestMemory implements RegionsMemory {
     const state = this.states[index]!;
     if (state.live > 0) return false;
     this.states.splice(index, 1);
+    if (this.last === state) this.last = undefined;
     state.region.unmap?.();
     return true;
   }
@@ -119,6 +125,7 @@ class RegionsGuestMemory implements RegionsMemory {
   clear(): void {
     const states = this.states;
     this.states = [];
+    this.last = undefined;
     for (const state of states) state.region.unmap?.();
   }
 
@@ -223,27 +230,66 @@ class RegionsGuestMemory implements RegionsMemory {
     return state.region.bytes.subarray(offset, offset + length);
   }
 
+  /**
+   * The one region holding all of `[address, address + length)`, or undefined (a fault, or a
+   * range across regions: `cover` sorts those out). Checks the last region hit first.
+   */
+  private within(address: bigint, length: number): RegionState | undefined {
+    if (!Number.isInteger(length) || length < 0 || length > MAX_RANGE_LENGTH) return undefined;
+    let state = this.last;
+    if (state === undefined || address < state.start || address >= state.end) {
+      state = this.find(address);
+      if (state === undefined) return undefined;
+      this.last = state;
+    }
+    return address + BigInt(length) <= state.end ? state : undefined;
+  }
+
   map(ranges: readonly MemoryRange[]): MappedRanges {
+    // Fast path: one buffer inside one region (the usual chain of a network or block
+    // request), with no intermediate arrays.
+    if (ranges.length === 1) {
+      const range = ranges[0]!;
+      const state = this.within(range.address, range.length);
+      if (state !== undefined) {
+        const offset = Number(range.address - state.start);
+        state.live++;
+        this.requestMappings++;
+        this.counters.maps++;
+        const segments = [[state.region.bytes.subarray(offset, offset + range.length)]];
+        return new RegionsRequest(this, this.generation, ranges, segments, state, undefined);
+      }
+    }
+    // Every range is checked before anything is held: a fault maps nothing.
     const covers = ranges.map((range) => this.coverOrThrow(range.address, range.length));
     const segments = ranges.map((range, i) => this.slices(covers[i]!, range.address, range.length));
     const touched = covers.flat();
     for (const state of touched) state.live++;
-    this.requests.add(touched);
+    this.requestMappings += touched.length;
     this.counters.maps += ranges.length;
-    let released = false;
-    return {
-      segments,
-      release: (written) => {
-        if (released) return;
-        released = true;
-        if (this.requests.delete(touched)) for (const state of touched) state.live--;
-        this.counters.unmaps += ranges.length;
-        ranges.forEach((range, i) => {
-          if (range.access === 'read') this.counters.bytesRead += range.length;
-          else this.counters.bytesWritten += written?.[i] ?? range.length;
-        });
-      },
-    };
+    return new RegionsRequest(this, this.generation, ranges, segments, undefined, touched);
+  }
+
+  /** Called once by a request's `release`: drops its region references unless `unmapAll` did already. */
+  closeRequest(request: RegionsRequest, generation: number, written: readonly number[] | undefined): void {
+    if (generation === this.generation) {
+      if (request.state !== undefined) {
+        request.state.live--;
+        this.requestMappings--;
+      }
+      if (request.states !== undefined) {
+        for (const state of request.states) state.live--;
+        this.requestMappings -= request.states.length;
+      }
+    }
+    const ranges = request.ranges;
+    const counters = this.counters;
+    counters.unmaps += ranges.length;
+    for (let i = 0; i < ranges.length; i++) {
+      const range = ranges[i]!;
+      if (range.access === 'read') counters.bytesRead += range.length;
+      else counters.bytesWritten += written?.[i] ?? range.length;
+    }
   }
 
   fence(order: FenceOrder): void {
@@ -251,18 +297,37 @@ class RegionsGuestMemory implements RegionsMemory {
   }
 
   unmapAll(): void {
-    let live = this.views;
-    for (const touched of this.requests) live += touched.length;
-    this.counters.unmaps += live;
+    this.counters.unmaps += this.views + this.requestMappings;
     this.views = 0;
-    this.requests.clear();
+    this.requestMappings = 0;
+    this.generation++;
     for (const state of this.states) state.live = 0;
   }
 
   liveMappings(): number {
-    let live = this.views;
-    for (const touched of this.requests) live += touched.length;
-    return live;
+    return this.views + this.requestMappings;
+  }
+}
+
+/** One request's views and the regions they hold until `release`. */
+class RegionsRequest implements MappedRanges {
+  private released = false;
+
+  constructor(
+    private readonly owner: RegionsGuestMemory,
+    private readonly generation: number,
+    readonly ranges: readonly MemoryRange[],
+    readonly segments: readonly (readonly Uint8Array[])[],
+    /** The one region a single-buffer request holds, or undefined. */
+    readonly state: RegionState | undefined,
+    /** The regions a request holds otherwise (one entry per region each range crosses). */
+    readonly states: readonly RegionState[] | undefined,
+  ) {}
+
+  release(written?: readonly number[]): void {
+    if (this.released) return;
+    this.released = true;
+    this.owner.closeRequest(this, this.generation, written);
   }
 }
 
