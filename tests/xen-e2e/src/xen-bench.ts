@@ -56,7 +56,10 @@ const describe: Record<string, { label: string; bound?: { name: string; value: n
 };
 
 const results = result.measures
-  .filter((m) => describe[m.name] && Number.isFinite(m.value))
+  .filter(
+    (m, index, all) =>
+      describe[m.name] && Number.isFinite(m.value) && all.findIndex((o) => o.name === m.name) === index,
+  )
   .map((m) => {
     const entry = describe[m.name];
     return {

@@ -230,7 +230,7 @@ export async function scenarioXenbusRobust(services: XenServices): Promise<strin
     if (domainNames().includes(name)) xl('destroy', name);
   }
   const lines = guestLines(readLog(log));
-  relayGuest(lines);
+  relayGuest(lines, 'robust-');
   if (!lines.some((l) => l.startsWith('DOMU-PASS reset-recovered'))) diagnose(log);
   const b2 = second;
   assert(b2, 'the backend was never restarted');
