@@ -21,7 +21,18 @@ describe('grantSpan', () => {
       fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
       // Grant addresses near the u32 reference limit and the 64-bit edge.
       fc.bigInt({ min: 0n, max: (1n << 45n) - 1n }).map((low) => (1n << 63n) | low),
-      fc.constantFrom(0n, (1n << 63n) - 1n, 1n << 63n, (1n << 64n) - 1n, 1n << 64n, -1n),
+      // Where a double cannot hold the address: rounding near 2^64, and far beyond it.
+      fc.bigInt({ min: (1n << 64n) - 4096n, max: (1n << 64n) + 4096n }),
+      fc.constantFrom(
+        0n,
+        (1n << 63n) - 1n,
+        1n << 63n,
+        (1n << 64n) - 1n,
+        1n << 64n,
+        -1n,
+        1n << 1100n,
+        -(1n << 1100n),
+      ),
     );
     const length = fc.oneof(
       fc.integer({ min: 0, max: 70_000 }),
