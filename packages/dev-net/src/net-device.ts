@@ -426,7 +426,9 @@ export class NetDevice implements VirtioDevice {
       const length = chain.readableLength - headerLength;
       // Reused per frame: a host uses a frame only during `send` (NetFrame's contract).
       const segments = run.txSegments;
-      segments.length = 0;
+      // Filled by index and trimmed once at the end: frames of one segment, the usual case,
+      // then never change the array's length (a runtime call per frame otherwise).
+      let count = 0;
       let header: NetHeader | undefined;
       let skip = headerLength;
       for (let i = 0; i < ranges.length; i++) {
@@ -447,10 +449,11 @@ export class NetDevice implements VirtioDevice {
             skip -= segment.length;
             continue;
           }
-          segments.push(skip === 0 ? segment : segment.subarray(skip));
+          segments[count++] = skip === 0 ? segment : segment.subarray(skip);
           skip = 0;
         }
       }
+      if (segments.length !== count) segments.length = count;
       const frame = run.txFrame;
       frame.header = header!;
       frame.length = length;
