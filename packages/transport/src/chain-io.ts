@@ -144,6 +144,29 @@ export interface ChainIo {
   close(): number;
 }
 
+const NO_SEGMENTS: readonly Uint8Array[] = [];
+const NO_INDEXES: readonly number[] = [];
+
+/** A mapped chain's reader and writer; a class, so a chain costs no closure. */
+class MappedChain implements ChainIo {
+  private closed = false;
+
+  constructor(
+    readonly reader: ChainReader,
+    readonly writer: ChainWriter,
+    private readonly mapped: MappedRanges,
+    private readonly perRange: number[],
+  ) {}
+
+  close(): number {
+    if (!this.closed) {
+      this.closed = true;
+      this.mapped.release(this.perRange);
+    }
+    return this.writer.written;
+  }
+}
+
 /**
  * Maps every buffer of a chain at once through the memory strategy (grant map per request
  * batches all pages here) and gives a reader and a writer over them. Throws
@@ -152,32 +175,58 @@ export interface ChainIo {
 export function openChain(memory: GuestMemory, chain: DescriptorChain): ChainIo {
   const ranges = chain.ranges();
   const mapped: MappedRanges = memory.map(ranges);
-  const readSegments: Uint8Array[] = [];
-  const writeSegments: Uint8Array[] = [];
-  const rangeOfSegment: number[] = [];
-  const written = new Array<number>(ranges.length).fill(0);
-  for (let i = 0; i < ranges.length; i++) {
-    const segments = mapped.segments[i]!;
+  const count = ranges.length;
+  // Zeros pushed, not `new Array(n).fill(0)`: a holey array and a builtin call cost more
+  // than the rest of opening a one-buffer chain.
+  const written: number[] = [];
+  for (let i = 0; i < count; i++) written.push(0);
+  // The usual chains (a request and its status, a lone buffer) have at most one readable and
+  // one writable range: their segment lists are used as the strategy gave them, not copied.
+  let readIndex = -1;
+  let writeIndex = -1;
+  let readRanges = 0;
+  let writeRanges = 0;
+  for (let i = 0; i < count; i++) {
     if (ranges[i]!.access === 'read') {
-      readSegments.push(...segments);
+      readRanges++;
+      readIndex = i;
     } else {
-      for (const segment of segments) {
-        writeSegments.push(segment);
-        rangeOfSegment.push(i);
-      }
+      writeRanges++;
+      writeIndex = i;
     }
   }
-  const writer = new ChainWriter(writeSegments, chain.writableLength, written, rangeOfSegment);
-  let closed = false;
-  return {
-    reader: new ChainReader(readSegments, chain.readableLength),
-    writer,
-    close() {
-      if (!closed) {
-        closed = true;
-        mapped.release(written);
+  let readSegments: readonly Uint8Array[] = NO_SEGMENTS;
+  if (readRanges === 1) {
+    readSegments = mapped.segments[readIndex]!;
+  } else if (readRanges > 1) {
+    const gathered: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      if (ranges[i]!.access === 'read') for (const segment of mapped.segments[i]!) gathered.push(segment);
+    }
+    readSegments = gathered;
+  }
+  let writeSegments: readonly Uint8Array[] = NO_SEGMENTS;
+  let rangeOfSegment: readonly number[] = NO_INDEXES;
+  if (writeRanges === 1 && mapped.segments[writeIndex]!.length === 1) {
+    writeSegments = mapped.segments[writeIndex]!;
+    rangeOfSegment = [writeIndex];
+  } else if (writeRanges > 0) {
+    const gathered: Uint8Array[] = [];
+    const indexes: number[] = [];
+    for (let i = 0; i < count; i++) {
+      if (ranges[i]!.access === 'read') continue;
+      for (const segment of mapped.segments[i]!) {
+        gathered.push(segment);
+        indexes.push(i);
       }
-      return writer.written;
-    },
-  };
+    }
+    writeSegments = gathered;
+    rangeOfSegment = indexes;
+  }
+  return new MappedChain(
+    new ChainReader(readSegments, chain.readableLength),
+    new ChainWriter(writeSegments, chain.writableLength, written, rangeOfSegment),
+    mapped,
+    written,
+  );
 }
