@@ -663,10 +663,13 @@ function summary(machine: string, date: string, results: Result[]): string {
     '- Inter-VM anchor: ~3.5 Gbit/s with per-page map/unmap, 39 Gbit/s without. Ours at 64 KiB: grant-map ' +
       `${value('switch 64KiB grant-map')?.value ?? '-'} Gbit/s, persistent pool ${pool64k ?? '-'} Gbit/s.`,
     '- What bounds 64 B is per-chain work, not copying (a 64-byte memcpy runs at the bound above). CPU',
-    "  profiles of the switch run on this machine: with the persistent pool the strategy's map/release",
-    '  (grant span lookup, pool touch, BigInt addresses) is about 35% of the time and device plus switch',
-    '  about 20%; with regions, its map/release bookkeeping dominates likewise. The device avoids',
-    "  openChain's reader/writer objects on the data path (that alone doubled transmit at 64 B).",
+    "  profile of the persistent-pool switch loop on this machine: the strategy's map/release (grant",
+    '  span decode, pool page lookup, the views it hands out) is about 40% of it; queues, device and',
+    '  switch the rest. Both devices share one thread here, so the switch rate is about the transmit',
+    '  and receive rates combined (1 / (1/tx + 1/rx)), not either alone. The device maps chains',
+    "  directly rather than through openChain's reader/writer objects (that alone doubled transmit).",
+    '- Run alone (`node` on the built file, a fresh process per run): measuring inside the process',
+    "  that had just built the bench counted that process's background GC too, about one run in four.",
     '',
   );
   return `${lines.join('\n')}\n`;
