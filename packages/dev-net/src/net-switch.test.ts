@@ -110,6 +110,44 @@ describe('NetSwitch', () => {
     expect(a.guest.receive()).toHaveLength(1);
   });
 
+  it('floods to an address evicted from a full table, even right after switching to it', async () => {
+    const network = new NetSwitch({ maxAddresses: 2 });
+    const a = guestOn(network, MAC_A);
+    const b = guestOn(network, MAC_B);
+    const c = guestOn(network, MAC_C);
+    for (const g of [a, b, c]) g.guest.postReceive(8, 2048);
+    const udp = (from: string, to: string) =>
+      udpFrame(
+        { sourceMac: from, destinationMac: to, source: '10.0.0.1', destination: '10.0.0.2' },
+        new Uint8Array(8),
+      );
+
+    b.guest.send(udp(MAC_B, MAC_A)); // learns B, floods
+    await turn();
+    a.guest.send(udp(MAC_A, MAC_B)); // learns A, switched to B
+    await turn();
+    expect(a.port.counters.floods).toBe(0);
+    expect(b.guest.receive()).toHaveLength(1);
+    c.guest.receive();
+
+    c.guest.send(udp(MAC_C, MAC_A)); // learning C evicts B, the oldest
+    await turn();
+    expect(network.lookup(parseMac(MAC_B)!)).toBeUndefined();
+    expect(network.learnedAddresses).toBe(2);
+    a.guest.receive();
+
+    a.guest.send(udp(MAC_A, MAC_B)); // B is unknown again: flooded, C sees it too
+    await turn();
+    expect(a.port.counters.floods).toBe(1);
+    expect(b.guest.receive()).toHaveLength(1);
+    expect(c.guest.receive()).toHaveLength(1);
+
+    b.guest.send(udp(MAC_B, MAC_C)); // B is learned again on its port
+    await turn();
+    expect(network.lookup(parseMac(MAC_B)!)).toBe(b.port);
+    expect(network.learnedAddresses).toBe(2);
+  });
+
   it('drops flooded frames for a port without buffers and counts them', async () => {
     const network = new NetSwitch();
     const a = guestOn(network, MAC_A);

@@ -38,8 +38,11 @@ export interface SwitchPortCounters {
 }
 
 interface MacEntry {
+  readonly key: number;
   port: SwitchPort;
   seen: number;
+  /** False once removed from the table (a port's cached entry is then looked up again). */
+  live: boolean;
 }
 
 /**
@@ -89,12 +92,20 @@ export class NetSwitch {
   /** @internal */
   removePort(port: SwitchPort): void {
     this.ports.delete(port);
-    for (const [key, entry] of this.table) if (entry.port === port) this.table.delete(key);
+    this.dropEntries(port);
   }
 
   /** @internal */
   forgetPort(port: SwitchPort): void {
-    for (const [key, entry] of this.table) if (entry.port === port) this.table.delete(key);
+    this.dropEntries(port);
+  }
+
+  private dropEntries(port: SwitchPort): void {
+    for (const [key, entry] of this.table) {
+      if (entry.port !== port) continue;
+      entry.live = false;
+      this.table.delete(key);
+    }
   }
 
   /** @internal Forwards a frame a port's guest sent. */
@@ -107,7 +118,14 @@ export class NetSwitch {
     source.counters.inBytes += frame.length;
     // Group bit set: broadcast or multicast (IEEE 802), flooded.
     if ((first[0]! & 1) === 0) {
-      const entry = this.table.get(macKey(first));
+      // Each port remembers the entry its last unicast frame went to: a flow between two
+      // guests then costs no table lookup (the entry is re-read, so ageing and moves still count).
+      const key = macKey(first);
+      let entry = source.lastTarget;
+      if (entry === undefined || !entry.live || entry.key !== key) {
+        entry = this.table.get(key);
+        source.lastTarget = entry;
+      }
       if (entry && now - entry.seen <= this.ageingMs) {
         const target = entry.port;
         if (target === source) {
@@ -159,17 +177,25 @@ export class NetSwitch {
   private learn(frame: Uint8Array, port: SwitchPort, now: number): void {
     if (frame[6]! & 1) return; // a group address is never a source (IEEE 802.1D 7.8)
     const key = macKey(frame, 6);
-    const entry = this.table.get(key);
+    // The port's last source entry first: a guest mostly sends from one address.
+    const last = port.lastSource;
+    const entry = last !== undefined && last.live && last.key === key ? last : this.table.get(key);
     if (entry) {
       entry.port = port;
       entry.seen = now;
+      port.lastSource = entry;
       return;
     }
     if (this.table.size >= this.maxAddresses) {
-      const oldest = this.table.keys().next();
-      if (!oldest.done) this.table.delete(oldest.value);
+      const oldest = this.table.values().next();
+      if (!oldest.done) {
+        oldest.value.live = false;
+        this.table.delete(oldest.value.key);
+      }
     }
-    this.table.set(key, { port, seen: now });
+    const added: MacEntry = { key, port, seen: now, live: true };
+    this.table.set(key, added);
+    port.lastSource = added;
   }
 }
 
@@ -190,6 +216,10 @@ export class SwitchPort implements NetHost {
   };
   /** @internal Ports whose guests wait for this port's guest to post receive buffers. */
   readonly waiters = new Set<SwitchPort>();
+  /** @internal The MAC entry this port last learned from, and the one it last sent to. */
+  lastSource: MacEntry | undefined = undefined;
+  /** @internal */
+  lastTarget: MacEntry | undefined = undefined;
   endpoint: NetEndpoint | undefined;
   private readonly bytesPerMs: number;
   private readonly burst: number;
