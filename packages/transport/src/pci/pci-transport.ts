@@ -833,10 +833,18 @@ export class PciTransport {
   /** Releases the BAR and the function, resets the device. Idempotent. */
   close(): void {
     if (!this.configClaim) return;
-    this.barClaim?.claim.close();
+    const claims = [this.barClaim?.claim, this.configClaim];
     this.barClaim = undefined;
-    this.configClaim.close();
     this.configClaim = undefined;
+    // When the guest is gone, Xen has destroyed the server with the domain and giving a claim
+    // back fails (ENOENT): report it, but never skip the reset that unmaps guest memory.
+    for (const claim of claims) {
+      try {
+        claim?.close();
+      } catch (error) {
+        this.options.onError?.(error);
+      }
+    }
     this.controller.reset();
     this.resetTransport();
   }
