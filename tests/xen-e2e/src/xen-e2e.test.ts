@@ -51,6 +51,17 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
     expect(result.log).toMatch(/XVIO-GUEST DOMU-PASS register-garbage [1-9]\d* garbage writes/);
   });
 
+  it('cleans up when a streaming HVM guest is destroyed mid-transfer: mappings released, ioreq server destroyed, xl list clean', () => {
+    const scenario = result.passed.find((p) => p.name === 'hvm-pci-destroy');
+    if (!scenario) {
+      const lines = result.log
+        .split(/\r?\n/)
+        .filter((line) => /XVIO-(STEP pci-destroy|FAIL|NOTE pci-destroy|DIAG console)/.test(line));
+      throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
+    }
+    expect(scenario.detail).toMatch(/destroyed while streaming/);
+  });
+
   it('connects a PVH guest frontend over XenBus (real xenstored, event channels, grants) and moves virtio-rng data', () => {
     const scenario = result.passed.find((p) => p.name === 'xenbus-pvh');
     if (!scenario) {

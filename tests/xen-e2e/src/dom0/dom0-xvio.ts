@@ -25,6 +25,7 @@ import {
   withTimeout,
   xl,
 } from './dom0-common.js';
+import { scenarioPciDestroy } from './dom0-pci.js';
 import { buildNodeGuestInitramfs, scenarioXenbus, scenarioXenbusRobust } from './dom0-xenbus.js';
 
 const selected = selectedScenarios();
@@ -268,6 +269,15 @@ if (selected('pci-rng'))
     assert(line, `the guest did not finish its garbage writes: ${hvmGuestLines.slice(-3).join(' | ')}`);
     return line.slice('DOMU-PASS register-garbage '.length);
   });
+
+if (selected('pci-destroy')) {
+  const services = await openNativeXenServices();
+  try {
+    await check('hvm-pci-destroy', () => scenarioPciDestroy(services));
+  } finally {
+    await services.close();
+  }
+}
 
 if (selected('xenbus') || selected('robust')) {
   const built = performance.now();
