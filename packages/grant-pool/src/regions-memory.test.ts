@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuestMemoryError } from './memory-errors.js';
 import { createRegionsMemory, type MemoryRegion } from './regions-memory.js';
@@ -94,6 +95,42 @@ describe('regions memory', () => {
     expect(memory.removeRegion(0n, 0x1000)).toBe(true);
     expect(r.unmapped).toBe(1);
     expect(memory.check(0n, 1, 'read')).toBe('unmapped');
+  });
+
+  it('maps one buffer exactly as check and read see it, below and above 2^53', () => {
+    const bases = [0x1000n, 1n << 60n, (1n << 64n) - 0x2000n];
+    const regions = bases.map((base, i) => region(base, 0x1000, BigInt(i + 1) << 40n, i + 1));
+    regions[0]!.bytes.forEach((_, j, bytes) => {
+      bytes[j] = j & 0xff;
+    });
+    const memory = createRegionsMemory(regions);
+    const address = fc
+      .tuple(fc.constantFrom(...bases), fc.integer({ min: -0x1100, max: 0x2100 }))
+      .map(([base, delta]) => base + BigInt(delta));
+    fc.assert(
+      fc.property(address, fc.integer({ min: 0, max: 0x1800 }), (at, length) => {
+        const fault = memory.check(at, length, 'read');
+        if (fault !== undefined) {
+          expect(() => memory.map([{ address: at, length, access: 'read' }])).toThrow(GuestMemoryError);
+          return;
+        }
+        const mapped = memory.map([{ address: at, length, access: 'read' }]);
+        const expected = new Uint8Array(length);
+        memory.read(at, expected);
+        const segments = mapped.segments[0]!;
+        const joined = new Uint8Array(length);
+        let done = 0;
+        for (const segment of segments) {
+          joined.set(segment, done);
+          done += segment.length;
+        }
+        expect(done).toBe(length);
+        expect(joined).toEqual(expected);
+        mapped.release();
+      }),
+      { numRuns: 2000 },
+    );
+    expect(memory.liveMappings()).toBe(0);
   });
 
   it('clear unmaps every region', () => {

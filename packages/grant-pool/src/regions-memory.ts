@@ -54,12 +54,17 @@ export interface RegionsMemory extends GuestMemory {
 interface RegionState {
   readonly region: MemoryRegion;
   readonly start: bigint;
+  /** `start` as a number: exact whenever an address at or after it is below 2^53. */
+  readonly startNumber: number;
   readonly end: bigint;
   readonly userStart: bigint;
   readonly userEnd: bigint;
   /** Views and request mappings currently pointing into this region. */
   live: number;
 }
+
+/** Addresses up to here are exact as numbers. */
+const MAX_EXACT_ADDRESS = BigInt(Number.MAX_SAFE_INTEGER);
 
 class RegionsGuestMemory implements RegionsMemory {
   readonly kind = 'regions' as const;
@@ -107,7 +112,7 @@ class RegionsGuestMemory implements RegionsMemory {
         );
       }
     }
-    this.states.push({ region, start, end, userStart, userEnd, live: 0 });
+    this.states.push({ region, start, startNumber: Number(start), end, userStart, userEnd, live: 0 });
     this.states.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   }
 
@@ -231,18 +236,21 @@ class RegionsGuestMemory implements RegionsMemory {
   }
 
   /**
-   * The one region holding all of `[address, address + length)`, or undefined (a fault, or a
-   * range across regions: `cover` sorts those out). Checks the last region hit first.
+   * The offset of `[address, address + length)` in the one region holding all of it (left in
+   * `last`), or -1 (a fault, or a range across regions: `cover` sorts those out). Checks the
+   * last region hit first, and computes in plain numbers below 2^53 (every guest's RAM).
    */
-  private within(address: bigint, length: number): RegionState | undefined {
-    if (!Number.isInteger(length) || length < 0 || length > MAX_RANGE_LENGTH) return undefined;
+  private within(address: bigint, length: number): number {
+    if (!Number.isInteger(length) || length < 0 || length > MAX_RANGE_LENGTH) return -1;
     let state = this.last;
     if (state === undefined || address < state.start || address >= state.end) {
       state = this.find(address);
-      if (state === undefined) return undefined;
+      if (state === undefined) return -1;
       this.last = state;
     }
-    return address + BigInt(length) <= state.end ? state : undefined;
+    const offset =
+      address <= MAX_EXACT_ADDRESS ? Number(address) - state.startNumber : Number(address - state.start);
+    return offset + length <= state.region.bytes.length ? offset : -1;
   }
 
   map(ranges: readonly MemoryRange[]): MappedRanges {
@@ -250,9 +258,9 @@ class RegionsGuestMemory implements RegionsMemory {
     // request), with no intermediate arrays.
     if (ranges.length === 1) {
       const range = ranges[0]!;
-      const state = this.within(range.address, range.length);
-      if (state !== undefined) {
-        const offset = Number(range.address - state.start);
+      const offset = this.within(range.address, range.length);
+      if (offset >= 0) {
+        const state = this.last!;
         state.live++;
         this.requestMappings++;
         this.counters.maps++;
