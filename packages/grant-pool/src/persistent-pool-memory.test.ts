@@ -1,4 +1,4 @@
-import { XenError } from '@xvio/xen';
+import { type GrantTables, XenError } from '@xvio/xen';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeGrantAddress, PAGE_SIZE } from './grant-address.js';
 import type { MemoryRange } from './guest-memory.js';
@@ -49,6 +49,38 @@ describe('persistent pool', () => {
     expect(memory.counters.cacheHits).toBe(150);
     expect(memory.persistentPages()).toBe(3);
     expect(fixture.hostMappings()).toBe(1);
+  });
+
+  it('serves pool references at both ends of the u32 range, also after the pool grows', () => {
+    // A table-less stand-in for the hypervisor: each mapped page holds its reference's low byte.
+    const mapped: number[][] = [];
+    const grants = {
+      map({ refs }: { refs: readonly number[] }) {
+        mapped.push([...refs]);
+        const bytes = new Uint8Array(refs.length * PAGE_SIZE);
+        refs.forEach((ref, i) => bytes.fill(ref & 0xff, i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+        return { bytes, unmap: () => undefined };
+      },
+    } as unknown as GrantTables;
+    const high = [70_000, 0xffff_ffff];
+    const memory = new PersistentPoolMemory({ grants, domid: 1, poolRefs: [5, ...high] });
+    const byteAt = (ref: number) => {
+      const request = memory.map([{ address: encodeGrantAddress(ref, 8), length: 16, access: 'read' }]);
+      const value = request.segments[0]?.[0]?.[0];
+      request.release();
+      return value;
+    };
+    for (const ref of [5, ...high]) expect(byteAt(ref)).toBe(ref & 0xff);
+    expect(mapped).toEqual([[5], [70_000], [0xffff_ffff]]);
+    memory.setPool([5, 60_000, ...high]);
+    for (const ref of [5, 60_000, ...high]) expect(byteAt(ref)).toBe(ref & 0xff);
+    // Only the new page needed the hypervisor; every other one was still resident.
+    expect(mapped).toEqual([[5], [70_000], [0xffff_ffff], [60_000]]);
+    expect(memory.persistentPages()).toBe(4);
+    memory.unmapAll();
+    expect(memory.persistentPages()).toBe(0);
+    expect(byteAt(70_000)).toBe(70_000 & 0xff);
+    expect(mapped).toHaveLength(5);
   });
 
   it('keeps at most maxPersistentPages mapped, evicting the least recently used batch', () => {

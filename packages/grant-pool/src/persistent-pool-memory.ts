@@ -46,6 +46,9 @@ interface Entry {
 
 const EMPTY = new Uint8Array(0);
 
+/** Pool references below this are looked up in an array (at most 512 KiB of slots). */
+const DENSE_REFS = 1 << 16;
+
 /**
  * The `persistent-pool` strategy, for a frontend that grants a pool of pages once and
  * allocates its buffers there (see pool-table-wire.ts for the protocol). Pool pages are
@@ -64,7 +67,12 @@ export class PersistentPoolMemory implements XenGuestMemory {
   private readonly maxPages: number;
   private readonly maxRequestPages: number;
   private pool = new Set<number>();
-  private readonly entries = new Map<number, Entry>();
+  /**
+   * Resident pool pages by reference: an array indexed by reference for the pool's references
+   * below `DENSE_REFS` (sized by `setPool`, so bounded), a map for any other.
+   */
+  private dense: (Entry | undefined)[] = [];
+  private readonly sparse = new Map<number, Entry>();
   /**
    * Mapped batches as a doubly linked list, least recently used first (`oldest`) to most
    * recently used (`newest`): touching a batch is a few pointer stores, not a hash delete
@@ -105,6 +113,19 @@ export class PersistentPoolMemory implements XenGuestMemory {
       }
     }
     this.pool = new Set(refs);
+    let top = -1;
+    for (const ref of refs) if (ref < DENSE_REFS && ref > top) top = ref;
+    if (top >= this.dense.length) {
+      const dense: (Entry | undefined)[] = new Array(top + 1).fill(undefined);
+      for (let ref = 0; ref < this.dense.length; ref++) dense[ref] = this.dense[ref];
+      for (const [ref, entry] of this.sparse) {
+        if (ref <= top) {
+          dense[ref] = entry;
+          this.sparse.delete(ref);
+        }
+      }
+      this.dense = dense;
+    }
     for (const batch of this.batches()) {
       if (batch.pins === 0 && batch.refs.some((ref) => !this.pool.has(ref))) this.evict(batch, false);
     }
@@ -122,6 +143,20 @@ export class PersistentPoolMemory implements XenGuestMemory {
     if (refs === undefined) throw new RangeError(`grant ${tableRef} does not hold a persistent pool table`);
     this.setPool(refs);
     return refs.length;
+  }
+
+  private entryOf(ref: number): Entry | undefined {
+    return ref < this.dense.length ? this.dense[ref] : this.sparse.get(ref);
+  }
+
+  private setEntry(ref: number, entry: Entry): void {
+    if (ref < this.dense.length) this.dense[ref] = entry;
+    else this.sparse.set(ref, entry);
+  }
+
+  private deleteEntry(ref: number): void {
+    if (ref < this.dense.length) this.dense[ref] = undefined;
+    else this.sparse.delete(ref);
   }
 
   /** Pool pages currently mapped. */
@@ -155,7 +190,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
 
   private evict(batch: Batch, counted: boolean): void {
     for (const ref of batch.refs) {
-      if (this.entries.get(ref)?.batch === batch) this.entries.delete(ref);
+      if (this.entryOf(ref)?.batch === batch) this.deleteEntry(ref);
     }
     this.unlink(batch);
     this.batchCount--;
@@ -189,7 +224,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
    * undefined. Changes nothing.
    */
   private fast(span: GrantSpan): Entry | undefined {
-    const entry = this.entries.get(span.firstRef);
+    const entry = this.entryOf(span.firstRef);
     if (entry === undefined) return undefined;
     const { batch, index } = entry;
     if (index + span.pages > batch.refs.length) return undefined;
@@ -221,7 +256,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
         const ref = span.firstRef + page;
         if (seen.has(ref)) continue;
         seen.add(ref);
-        const entry = this.entries.get(ref);
+        const entry = this.entryOf(ref);
         if (entry) {
           this.counters.cacheHits++;
           hit.add(entry.batch);
@@ -255,7 +290,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
     this.batchCount++;
     this.mappedPages += missing.length;
     for (let index = 0; index < missing.length; index++)
-      this.entries.set(missing[index] as number, { batch, index });
+      this.setEntry(missing[index] as number, { batch, index });
     return true;
   }
 
@@ -268,7 +303,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
     let skip = span.offset;
     let done = 0;
     for (let page = 0; page <= span.pages; page++) {
-      const entry = page < span.pages ? (this.entries.get(span.firstRef + page) as Entry) : undefined;
+      const entry = page < span.pages ? (this.entryOf(span.firstRef + page) as Entry) : undefined;
       if (entry && batch === entry.batch && entry.index === last + 1) {
         last = entry.index;
         continue;
@@ -496,7 +531,8 @@ export class PersistentPoolMemory implements XenGuestMemory {
       batch.pins = 0;
       this.evict(batch, false);
     }
-    this.entries.clear();
+    this.dense.fill(undefined);
+    this.sparse.clear();
     this.generation++;
     this.fallback.unmapAll();
   }
