@@ -58,7 +58,7 @@ describe('persistent pool', () => {
       map({ refs }: { refs: readonly number[] }) {
         mapped.push([...refs]);
         const bytes = new Uint8Array(refs.length * PAGE_SIZE);
-        refs.forEach((ref, i) => bytes.fill(ref & 0xff, i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
+        for (const [i, ref] of refs.entries()) bytes.fill(ref & 0xff, i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
         return { bytes, unmap: () => undefined };
       },
     } as unknown as GrantTables;
