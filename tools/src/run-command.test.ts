@@ -174,7 +174,7 @@ describe('xvio run', () => {
         'xvio: invalid device options:',
         '  domains[0].devices[0].options.queueSize: queueSize must be a power of two',
         '  domains[0].devices[1].options.mac: mac must be a unicast address (group bit clear)',
-        '  domains[0].devices[1].options.colour: unknown field; allowed fields: name, mac, mtu, queuePairs, queueSize, linkUp, capture, host',
+        '  domains[0].devices[1].options.colour: unknown field; allowed fields: name, mac, mtu, queuePairs, queueSize, linkUp, controlQueue, capture, host',
         '',
       ].join('\n'),
     });
