@@ -670,7 +670,7 @@ export class NetDevice implements VirtioDevice {
     try {
       // Chains popped for a frame that did not fit wait in `held` for the next one: packed
       // rings cannot give back more than one pop.
-      let first = held.shift() ?? queue.pop();
+      let first = held.length > 0 ? held.shift() : queue.pop();
       if (first === undefined && queue.enableNotification()) first = queue.pop();
       if (first === undefined) {
         run.rxWaiting = true;
@@ -701,7 +701,7 @@ export class NetDevice implements VirtioDevice {
         chains = [first];
         let capacity = first.writableLength;
         while (capacity < total) {
-          let chain = held.shift() ?? queue.pop();
+          let chain = held.length > 0 ? held.shift() : queue.pop();
           if (chain === undefined && queue.enableNotification()) chain = queue.pop();
           if (chain === undefined) {
             held.unshift(...chains);
