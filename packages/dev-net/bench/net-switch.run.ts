@@ -665,11 +665,15 @@ function summary(machine: string, date: string, results: Result[]): string {
     '- What bounds 64 B is per-chain work, not copying (a 64-byte memcpy runs at the bound above). CPU',
     "  profile of the persistent-pool switch loop on this machine: the strategy's map/release (grant",
     '  span decode, pool page lookup, the views it hands out) is about 40% of it; queues, device and',
-    '  switch the rest. Both devices share one thread here, so the switch rate is about the transmit',
-    '  and receive rates combined (1 / (1/tx + 1/rx)), not either alone. The device maps chains',
+    '  switch the rest. Both devices share one thread here, so the switch rate is a little below the',
+    '  transmit and receive rates combined (1 / (1/tx + 1/rx)), not either alone. The device maps chains',
     "  directly rather than through openChain's reader/writer objects (that alone doubled transmit).",
     '- Run alone (`node` on the built file, a fresh process per run): measuring inside the process',
     "  that had just built the bench counted that process's background GC too, about one run in four.",
+    '- One strategy run alone (`XVIO_BENCH_ONLY="switch 64B regions" pnpm bench`) measures higher than',
+    "  this full run, where the device's calls into five memory classes share call sites that V8 then",
+    "  cannot specialise: when these results were taken, regions' 64 B switch ran 2.0-2.1 Mpps alone",
+    "  and the persistent pool's 1.84. The target counts the full run's figure above.",
     '',
   );
   return `${lines.join('\n')}\n`;
