@@ -1,4 +1,4 @@
-// Helpers shared by the dom0 scenarios: PASS/FAIL markers, xl, guest console logs, selectors.
+// Shared by the dom0 scenarios: PASS/FAIL markers, xl, guest console logs, selectors.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 
