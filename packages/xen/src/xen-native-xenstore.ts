@@ -15,7 +15,8 @@ import type {
   XenStoreWatchEvent,
   XenStoreWatchOptions,
 } from './xenstore.js';
-import { decodeString, encodeString, type XenStoreAccess, type XenStorePermission } from './xenstore-wire.js';
+import { XenStoreReads } from './xenstore.js';
+import { encodeString, type XenStoreAccess, type XenStorePermission } from './xenstore-wire.js';
 
 /** `struct xs_permissions` is {unsigned int id; unsigned int perms}: 8 bytes. */
 const XS_PERMISSIONS_SIZE = 8;
@@ -71,12 +72,14 @@ function bitsOf(access: XenStoreAccess): number {
         : 0;
 }
 
-class LibOperations {
+class LibOperations extends XenStoreReads {
   constructor(
     protected readonly library: BoundLibrary,
     protected readonly handle: unknown,
     protected readonly txId: number,
-  ) {}
+  ) {
+    super();
+  }
 
   async readBytes(path: string): Promise<Uint8Array> {
     const length = [0];
@@ -92,23 +95,6 @@ class LibOperations {
     const bytes = new Uint8Array(koffi.view(pointer, length[0] as number).slice(0));
     freeMemory(pointer);
     return bytes;
-  }
-
-  async read(path: string): Promise<string> {
-    return decodeString(await this.readBytes(path));
-  }
-
-  async tryRead(path: string): Promise<string | undefined> {
-    try {
-      return await this.read(path);
-    } catch (error) {
-      if (XenError.isInstance(error) && error.code === 'ENOENT') return undefined;
-      throw error;
-    }
-  }
-
-  async exists(path: string): Promise<boolean> {
-    return (await this.tryRead(path)) !== undefined;
   }
 
   async write(path: string, value: string | Uint8Array): Promise<void> {

@@ -12,8 +12,8 @@ import type {
   XenStoreWatchEvent,
   XenStoreWatchOptions,
 } from './xenstore.js';
+import { XenStoreReads } from './xenstore.js';
 import {
-  decodeString,
   encodeString,
   encodeXsMessage,
   formatPermission,
@@ -107,31 +107,16 @@ interface RequestSender {
 }
 
 /** The node operations, parameterised by the tx_id they run in. */
-class Operations {
+class Operations extends XenStoreReads {
   constructor(
     protected readonly client: RequestSender,
     protected readonly txId: number,
-  ) {}
+  ) {
+    super();
+  }
 
   async readBytes(path: string): Promise<Uint8Array> {
     return this.client.request(XsType.READ, this.txId, joinNulTerminated([path]), 'read');
-  }
-
-  async read(path: string): Promise<string> {
-    return decodeString(await this.readBytes(path));
-  }
-
-  async tryRead(path: string): Promise<string | undefined> {
-    try {
-      return await this.read(path);
-    } catch (error) {
-      if (XenError.isInstance(error) && error.code === 'ENOENT') return undefined;
-      throw error;
-    }
-  }
-
-  async exists(path: string): Promise<boolean> {
-    return (await this.tryRead(path)) !== undefined;
   }
 
   async write(path: string, value: string | Uint8Array): Promise<void> {

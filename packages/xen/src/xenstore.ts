@@ -1,4 +1,5 @@
-import type { XenStorePermission } from './xenstore-wire.js';
+import { XenError } from './xen-errors.js';
+import { decodeString, type XenStorePermission } from './xenstore-wire.js';
 
 export type { XenStoreAccess, XenStorePermission } from './xenstore-wire.js';
 
@@ -91,4 +92,29 @@ export interface XenStore extends XenStoreOps {
   ): Promise<T>;
   /** Closes the connection; watches end, pending requests reject with `ENOTCONN`. */
   close(): Promise<void>;
+}
+
+/**
+ * The reads every `XenStore` implementation derives from `readBytes`: the wire client and
+ * the libxenstore binding share them instead of each spelling them out.
+ */
+export abstract class XenStoreReads {
+  abstract readBytes(path: string): Promise<Uint8Array>;
+
+  async read(path: string): Promise<string> {
+    return decodeString(await this.readBytes(path));
+  }
+
+  async tryRead(path: string): Promise<string | undefined> {
+    try {
+      return await this.read(path);
+    } catch (error) {
+      if (XenError.isInstance(error) && error.code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return (await this.tryRead(path)) !== undefined;
+  }
 }
