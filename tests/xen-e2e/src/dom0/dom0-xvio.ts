@@ -287,8 +287,13 @@ if (selected('xenbus') || selected('robust')) {
   );
   const services = await openNativeXenServices();
   try {
-    if (selected('xenbus')) await check('xenbus-pvh', () => scenarioXenbus(services));
-    if (selected('robust')) await check('xenbus-robust', () => scenarioXenbusRobust(services));
+    if (selected('xenbus'))
+      await check('xenbus-pvh', () => onceMoreIfGuestCrashed('xenbus-pvh', () => scenarioXenbus(services)));
+    if (selected('robust')) {
+      await check('xenbus-robust', () =>
+        onceMoreIfGuestCrashed('xenbus-robust', () => scenarioXenbusRobust(services)),
+      );
+    }
   } finally {
     await services.close();
   }
@@ -297,3 +302,21 @@ if (selected('xenbus') || selected('robust')) {
 const failed = results.filter((r) => !r.ok).length;
 console.log(`XVIO-SUMMARY ${results.length - failed} passed, ${failed} failed`);
 process.exitCode = failed === 0 ? 0 : 1;
+
+/**
+ * Node inside a PVH guest under QEMU TCG occasionally dies of SIGSEGV or SIGILL (emulated CPU
+ * features; AVX is already hidden). That says nothing about xvio, so such a run is repeated
+ * once with a fresh guest and backend, and the repeat is reported. Any other failure stands.
+ */
+async function onceMoreIfGuestCrashed(name: string, scenario: () => Promise<string>): Promise<string> {
+  try {
+    return await scenario();
+  } catch (error) {
+    const crash = /DOMU-EXIT rc=(139|132)\b/.exec(String(error instanceof Error ? error.message : error));
+    if (!crash) throw error;
+    console.log(
+      `XVIO-NOTE ${name}: the guest's node died of signal ${Number(crash[1]) - 128} under emulation; running the scenario once more`,
+    );
+    return await scenario();
+  }
+}
