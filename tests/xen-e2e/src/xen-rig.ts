@@ -59,11 +59,13 @@ export function parseRigLog(log: string): Omit<RigResult, 'log' | 'seconds'> {
   return result;
 }
 
-/** Builds the rig (cached) and boots Xen once; resolves when the machine powered off. */
+/**
+ * Builds the rig (cached) and boots Xen once; resolves when the machine powered off.
+ * `rig/run.sh` holds a lock across build and boot, so concurrent callers take turns.
+ */
 export async function runXenRig(): Promise<RigResult> {
   const start = performance.now();
-  const build = await run('build.sh');
-  if (build.code !== 0) throw new Error(`rig build failed (${build.code}):\n${build.output.slice(-4000)}`);
-  const boot = await run('boot.sh');
+  const boot = await run('run.sh');
+  if (boot.code === 90) throw new Error(`rig build failed:\n${boot.output.slice(-4000)}`);
   return { ...parseRigLog(boot.output), log: boot.output, seconds: (performance.now() - start) / 1000 };
 }
