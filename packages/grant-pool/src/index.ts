@@ -63,5 +63,5 @@ export {
   POOL_TABLE_MAX_REFS,
   POOL_TABLE_XENSTORE_KEY,
 } from './pool-table-wire.js';
-export { createRegionsMemory, type MemoryRegion, type RegionsMemory } from './regions-memory.js';
+export { createRegionsMemory, type MemoryRegion, type RegionsMemory, regionSize } from './regions-memory.js';
 export { createTestMemory, type TestMemory, type TestMemoryOptions } from './test-memory.js';

@@ -1,7 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { GuestMemory } from './guest-memory.js';
 import { GuestMemoryError } from './memory-errors.js';
-import { createRegionsMemory, type MemoryRegion } from './regions-memory.js';
+import { createRegionsMemory, type MemoryRegion, regionSize } from './regions-memory.js';
+import { createTestMemory } from './test-memory.js';
 
 function region(
   guestAddress: bigint,
@@ -140,5 +142,133 @@ describe('regions memory', () => {
     memory.clear();
     expect(a.unmapped + b.unmapped).toBe(2);
     expect(memory.regions).toHaveLength(0);
+  });
+});
+
+describe('regions memory with on-demand regions', () => {
+  /** A test memory standing for a grant region: spies on what reaches it. */
+  function onDemand(base: bigint, size: number, readOnly?: { offset: number; length: number }[]) {
+    const memory = createTestMemory(size, { base, readOnly });
+    const released: (readonly number[] | undefined)[] = [];
+    let unmapAlls = 0;
+    const spy: GuestMemory = {
+      kind: 'spy',
+      counters: memory.counters,
+      check: (address, length, access) => memory.check(address, length, access),
+      read: (address, target) => memory.read(address, target),
+      write: (address, source) => memory.write(address, source),
+      view: (address, length, access) => memory.view(address, length, access),
+      map: (ranges) => {
+        const mapped = memory.map(ranges);
+        return {
+          segments: mapped.segments,
+          release: (written) => {
+            released.push(written);
+            mapped.release(written);
+          },
+        };
+      },
+      fence: () => {},
+      unmapAll: () => {
+        unmapAlls++;
+        memory.unmapAll();
+      },
+      liveMappings: () => memory.liveMappings(),
+    };
+    let unmapped = 0;
+    const region: MemoryRegion = {
+      guestAddress: base,
+      userAddress: 0n,
+      bytes: new Uint8Array(0),
+      onDemand: { size, memory: spy },
+      unmap: () => {
+        unmapped++;
+      },
+    };
+    return {
+      region,
+      memory,
+      released,
+      get unmapAlls() {
+        return unmapAlls;
+      },
+      get unmapped() {
+        return unmapped;
+      },
+    };
+  }
+
+  it('sends accesses inside an on-demand region to its memory, at the same guest address', () => {
+    const grant = onDemand(0x10_0000n, 0x4000);
+    const memory = createRegionsMemory([region(0n, 0x1000, 0x7f00_0000_0000n), grant.region]);
+    expect(regionSize(grant.region)).toBe(0x4000);
+    memory.write(0x10_0010n, Uint8Array.of(9, 8, 7));
+    expect([...grant.memory.bytes.subarray(0x10, 0x13)]).toEqual([9, 8, 7]);
+    const back = new Uint8Array(3);
+    memory.read(0x10_0010n, back);
+    expect([...back]).toEqual([9, 8, 7]);
+    expect(memory.check(0x10_3fffn, 1, 'write')).toBeUndefined();
+    expect(memory.check(0x10_3fffn, 2, 'read')).toBe('unmapped');
+    const view = memory.view(0x10_1000n, 16, 'write');
+    view[0] = 0x42;
+    expect(grant.memory.bytes[0x1000]).toBe(0x42);
+    expect(memory.liveMappings()).toBe(1);
+    memory.unmapAll();
+    expect(grant.unmapAlls).toBe(1);
+    expect(memory.liveMappings()).toBe(0);
+  });
+
+  it('maps a request across mapped and on-demand regions, hands each piece its written bytes, releases once', () => {
+    const low = region(0n, 0x1000, 0x7f00_0000_0000n, 0x11);
+    const grant = onDemand(0x1000n, 0x2000);
+    grant.memory.bytes.fill(0x22);
+    const memory = createRegionsMemory([low, grant.region]);
+    const mapped = memory.map([
+      { address: 0xff0n, length: 0x20, access: 'write' },
+      { address: 0x1800n, length: 8, access: 'read' },
+    ]);
+    expect(mapped.segments[0]!.map((s) => s.length)).toEqual([0x10, 0x10]);
+    expect(mapped.segments[0]![1]![0]).toBe(0x22);
+    expect(mapped.segments[1]![0]![0]).toBe(0x22);
+    expect(memory.liveMappings()).toBe(3);
+    expect(memory.removeRegion(0x1000n, 0)).toBe(false);
+    mapped.release([0x14, 8]);
+    mapped.release([0x14, 8]);
+    // 0x10 bytes went to the mapped piece, 4 to the on-demand one; the readable range's
+    // count passes through as given.
+    expect(grant.released).toEqual([[4, 8]]);
+    expect(memory.liveMappings()).toBe(0);
+    expect(memory.removeRegion(0x1000n, 0)).toBe(true);
+    expect(grant.unmapped).toBe(1);
+  });
+
+  it('maps nothing when an on-demand memory faults, and passes its fault through check', () => {
+    const grant = onDemand(0x1000n, 0x2000, [{ offset: 0x1000, length: 0x1000 }]);
+    const other = onDemand(0x8000n, 0x1000);
+    const memory = createRegionsMemory([grant.region, other.region]);
+    expect(memory.check(0x2000n, 4, 'write')).toBe('read-only');
+    expect(memory.check(0x2000n, 4, 'read')).toBeUndefined();
+    expect(() =>
+      memory.map([
+        { address: 0x8000n, length: 4, access: 'write' },
+        { address: 0x2000n, length: 4, access: 'write' },
+      ]),
+    ).toThrowError(GuestMemoryError);
+    expect(other.released).toEqual([[0]]);
+    expect(memory.liveMappings()).toBe(0);
+    expect(other.memory.liveMappings()).toBe(0);
+  });
+
+  it('lets on-demand regions share frontend addresses, and translates mapped regions first', () => {
+    const a = onDemand(0x1000n, 0x1000);
+    const b = onDemand(0x4000n, 0x1000);
+    const memory = createRegionsMemory([a.region, b.region]);
+    expect(memory.translateUserAddress(0x10n, 4)).toBe(0x1010n);
+    memory.addRegion(region(0x9000n, 0x1000, 0n));
+    expect(memory.translateUserAddress(0x10n, 4)).toBe(0x9010n);
+    expect(() => memory.addRegion(region(0xa000n, 0x1000, 0x800n))).toThrowError(RangeError);
+    expect(() =>
+      memory.addRegion({ ...a.region, guestAddress: 0x20_0000n, bytes: new Uint8Array(1) }),
+    ).toThrowError(RangeError);
   });
 });

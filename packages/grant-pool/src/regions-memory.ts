@@ -20,10 +20,22 @@ export interface MemoryRegion {
   readonly guestAddress: bigint;
   /** The frontend's own virtual address of the first byte: vring addresses arrive in this space. */
   readonly userAddress: bigint;
-  /** The mapped bytes; `bytes.length` is the region size. */
+  /** The mapped bytes; `bytes.length` is the region size (empty for an on-demand region). */
   readonly bytes: Uint8Array;
+  /**
+   * A region that is not mapped on the host as a whole (a Xen grant region its frontend
+   * flags as not mappable in advance, vhost-user.rst "Memory region description"): every
+   * access inside `[guestAddress, guestAddress + size)` goes to `memory` at the same guest
+   * address, which maps what each access needs and unmaps it after. `bytes` is then empty.
+   */
+  readonly onDemand?: { readonly size: number; readonly memory: GuestMemory };
   /** Undoes the host mapping once nothing uses the region any more. Called once. */
   unmap?(): void;
+}
+
+/** A region's size in bytes: its mapped bytes, or the size of an on-demand region. */
+export function regionSize(region: MemoryRegion): number {
+  return region.onDemand?.size ?? region.bytes.length;
 }
 
 /** Guest memory made of several mapped regions; regions come and go as the frontend says. */
@@ -37,22 +49,28 @@ export interface RegionsMemory extends GuestMemory {
    */
   addRegion(region: MemoryRegion): void;
   /**
-   * Removes the region that starts at `guestAddress` with `size` bytes and unmaps it.
-   * Returns false when there is none, or when a live view or request mapping still uses it
-   * (unmapping it then would pull memory from under the device).
+   * Removes the region that starts at `guestAddress` with `size` bytes and unmaps it (for an
+   * on-demand region `size` may also be its `bytes.length`, 0, as callers that know only
+   * `bytes` pass). Returns false when there is none, or when a live view or request mapping
+   * still uses it (unmapping it then would pull memory from under the device).
    */
   removeRegion(guestAddress: bigint, size: number): boolean;
   /** Removes and unmaps every region; `unmapAll` first when mappings may still be live. */
   clear(): void;
   /**
    * Translates a frontend virtual address (vhost-user ring addresses) to a guest-physical
-   * one. Returns undefined when `length` bytes from it are not inside one region.
+   * one. Returns undefined when `length` bytes from it are not inside one region. Mapped
+   * regions are searched before on-demand ones (whose frontend addresses may overlap: Xen
+   * frontends give 0 for every region they did not map themselves).
    */
   translateUserAddress(userAddress: bigint, length: number): bigint | undefined;
 }
 
 interface RegionState {
   readonly region: MemoryRegion;
+  /** The memory an on-demand region's accesses go to; undefined for a mapped region. */
+  readonly delegate: GuestMemory | undefined;
+  readonly size: number;
   readonly start: bigint;
   /** `start` as a number: exact whenever an address at or after it is below 2^53. */
   readonly startNumber: number;
@@ -91,7 +109,15 @@ class RegionsGuestMemory implements RegionsMemory {
   }
 
   addRegion(region: MemoryRegion): void {
-    const size = BigInt(region.bytes.length);
+    const delegate = region.onDemand?.memory;
+    const sizeNumber = regionSize(region);
+    if (!Number.isSafeInteger(sizeNumber) || sizeNumber < 0) {
+      throw new RangeError(`region size ${sizeNumber} is not a byte count`);
+    }
+    if (delegate !== undefined && region.bytes.length !== 0) {
+      throw new RangeError('an on-demand region has no mapped bytes');
+    }
+    const size = BigInt(sizeNumber);
     const start = region.guestAddress;
     const userStart = region.userAddress;
     if (size === 0n) throw new RangeError('a memory region must not be empty');
@@ -106,18 +132,37 @@ class RegionsGuestMemory implements RegionsMemory {
           `region 0x${start.toString(16)}+0x${size.toString(16)} overlaps guest region 0x${other.start.toString(16)}`,
         );
       }
-      if (userStart < other.userEnd && userEnd > other.userStart) {
+      // Only mapped regions must not overlap in frontend space: an on-demand region's
+      // frontend address is a name for ring translation, not memory this process reads.
+      if (
+        delegate === undefined &&
+        other.delegate === undefined &&
+        userStart < other.userEnd &&
+        userEnd > other.userStart
+      ) {
         throw new RangeError(
           `region at user address 0x${userStart.toString(16)} overlaps the one at 0x${other.userStart.toString(16)}`,
         );
       }
     }
-    this.states.push({ region, start, startNumber: Number(start), end, userStart, userEnd, live: 0 });
+    this.states.push({
+      region,
+      delegate,
+      size: sizeNumber,
+      start,
+      startNumber: Number(start),
+      end,
+      userStart,
+      userEnd,
+      live: 0,
+    });
     this.states.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   }
 
   removeRegion(guestAddress: bigint, size: number): boolean {
-    const index = this.states.findIndex((s) => s.start === guestAddress && s.end - s.start === BigInt(size));
+    const index = this.states.findIndex(
+      (s) => s.start === guestAddress && (s.size === size || (s.delegate !== undefined && size === 0)),
+    );
     if (index < 0) return false;
     const state = this.states[index]!;
     if (state.live > 0) return false;
@@ -136,12 +181,15 @@ class RegionsGuestMemory implements RegionsMemory {
 
   translateUserAddress(userAddress: bigint, length: number): bigint | undefined {
     const want = BigInt(length);
+    let onDemand: bigint | undefined;
     for (const state of this.states) {
       if (userAddress >= state.userStart && userAddress + want <= state.userEnd) {
-        return state.start + (userAddress - state.userStart);
+        const guest = state.start + (userAddress - state.userStart);
+        if (state.delegate === undefined) return guest;
+        onDemand ??= guest;
       }
     }
-    return undefined;
+    return onDemand;
   }
 
   /** The region holding `address`, or undefined. */
@@ -169,9 +217,14 @@ class RegionsGuestMemory implements RegionsMemory {
     return out;
   }
 
-  check(address: bigint, length: number, _access: MemoryAccess): MemoryFaultCode | undefined {
+  check(address: bigint, length: number, access: MemoryAccess): MemoryFaultCode | undefined {
     const cover = this.cover(address, length);
-    return typeof cover === 'string' ? cover : undefined;
+    if (typeof cover === 'string') return cover;
+    for (const piece of pieces(cover, address, length)) {
+      const fault = piece.state.delegate?.check(piece.address, piece.length, access);
+      if (fault !== undefined) return fault;
+    }
+    return undefined;
   }
 
   private coverOrThrow(address: bigint, length: number): RegionState[] {
@@ -183,28 +236,14 @@ class RegionsGuestMemory implements RegionsMemory {
     return cover;
   }
 
-  /** Host views of the range, one per region it crosses. */
-  private slices(states: readonly RegionState[], address: bigint, length: number): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    let at = address;
-    let left = length;
-    for (const state of states) {
-      const offset = Number(at - state.start);
-      const n = Math.min(left, state.region.bytes.length - offset);
-      out.push(state.region.bytes.subarray(offset, offset + n));
-      at += BigInt(n);
-      left -= n;
-    }
-    if (length === 0 && out.length === 0) out.push(new Uint8Array(0));
-    return out;
-  }
-
   read(address: bigint, target: Uint8Array): void {
     const states = this.coverOrThrow(address, target.length);
     let done = 0;
-    for (const slice of this.slices(states, address, target.length)) {
-      target.set(slice, done);
-      done += slice.length;
+    for (const piece of pieces(states, address, target.length)) {
+      const part = target.subarray(done, done + piece.length);
+      if (piece.state.delegate) piece.state.delegate.read(piece.address, part);
+      else part.set(piece.state.region.bytes.subarray(piece.offset, piece.offset + piece.length));
+      done += piece.length;
     }
     this.counters.copies++;
     this.counters.bytesRead += target.length;
@@ -213,32 +252,38 @@ class RegionsGuestMemory implements RegionsMemory {
   write(address: bigint, source: Uint8Array): void {
     const states = this.coverOrThrow(address, source.length);
     let done = 0;
-    for (const slice of this.slices(states, address, source.length)) {
-      slice.set(source.subarray(done, done + slice.length));
-      done += slice.length;
+    for (const piece of pieces(states, address, source.length)) {
+      const part = source.subarray(done, done + piece.length);
+      if (piece.state.delegate) piece.state.delegate.write(piece.address, part);
+      else piece.state.region.bytes.set(part, piece.offset);
+      done += piece.length;
     }
     this.counters.copies++;
     this.counters.bytesWritten += source.length;
   }
 
-  view(address: bigint, length: number, _access: MemoryAccess): Uint8Array {
+  view(address: bigint, length: number, access: MemoryAccess): Uint8Array {
     const states = this.coverOrThrow(address, length);
     if (states.length !== 1) {
       this.counters.faults++;
       throw new GuestMemoryError('not-contiguous', address, length);
     }
     const state = states[0]!;
+    const offset = Number(address - state.start);
+    const bytes = state.delegate
+      ? state.delegate.view(address, length, access)
+      : state.region.bytes.subarray(offset, offset + length);
     state.live++;
     this.views++;
     this.counters.maps++;
-    const offset = Number(address - state.start);
-    return state.region.bytes.subarray(offset, offset + length);
+    return bytes;
   }
 
   /**
-   * The offset of `[address, address + length)` in the one region holding all of it (left in
-   * `last`), or -1 (a fault, or a range across regions: `cover` sorts those out). Checks the
-   * last region hit first, and computes in plain numbers below 2^53 (every guest's RAM).
+   * The offset of `[address, address + length)` in the one mapped region holding all of it
+   * (left in `last`), or -1 (a fault, an on-demand region, or a range across regions: `cover`
+   * sorts those out). Checks the last region hit first, and computes in plain numbers below
+   * 2^53 (every guest's RAM).
    */
   private within(address: bigint, length: number): number {
     if (!Number.isInteger(length) || length < 0 || length > MAX_RANGE_LENGTH) return -1;
@@ -248,6 +293,7 @@ class RegionsGuestMemory implements RegionsMemory {
       if (state === undefined) return -1;
       this.last = state;
     }
+    if (state.delegate !== undefined) return -1;
     const offset =
       address <= MAX_EXACT_ADDRESS ? Number(address) - state.startNumber : Number(address - state.start);
     return offset + length <= state.region.bytes.length ? offset : -1;
@@ -265,17 +311,59 @@ class RegionsGuestMemory implements RegionsMemory {
         this.requestMappings++;
         this.counters.maps++;
         const segments = [[state.region.bytes.subarray(offset, offset + range.length)]];
-        return new RegionsRequest(this, this.generation, ranges, segments, state, undefined);
+        return new RegionsRequest(this, this.generation, ranges, segments, state, undefined, undefined);
       }
     }
     // Every range is checked before anything is held: a fault maps nothing.
     const covers = ranges.map((range) => this.coverOrThrow(range.address, range.length));
-    const segments = ranges.map((range, i) => this.slices(covers[i]!, range.address, range.length));
+    // Segments per range, per piece; pieces in on-demand regions are filled in when their
+    // memory has mapped them (one batch per memory, so it can batch its own work).
+    const pieceSegments: (readonly Uint8Array[])[][] = [];
+    let batches: Map<GuestMemory, DelegatedBatch> | undefined;
+    ranges.forEach((range, i) => {
+      const out: (readonly Uint8Array[])[] = [];
+      let before = 0;
+      for (const piece of pieces(covers[i]!, range.address, range.length)) {
+        const delegate = piece.state.delegate;
+        if (delegate) {
+          batches ??= new Map();
+          let batch = batches.get(delegate);
+          if (!batch) {
+            batch = { memory: delegate, ranges: [], slots: [], mapped: undefined };
+            batches.set(delegate, batch);
+          }
+          batch.ranges.push({ address: piece.address, length: piece.length, access: range.access });
+          batch.slots.push({ range: i, piece: out.length, before });
+          out.push(NO_SEGMENTS);
+        } else {
+          out.push([piece.state.region.bytes.subarray(piece.offset, piece.offset + piece.length)]);
+        }
+        before += piece.length;
+      }
+      pieceSegments.push(out);
+    });
+    let delegated: DelegatedBatch[] | undefined;
+    if (batches) {
+      delegated = [...batches.values()];
+      try {
+        for (const batch of delegated) {
+          const mapped = batch.memory.map(batch.ranges);
+          batch.mapped = mapped;
+          batch.slots.forEach((slot, k) => {
+            pieceSegments[slot.range]![slot.piece] = mapped.segments[k] ?? NO_SEGMENTS;
+          });
+        }
+      } catch (error) {
+        for (const batch of delegated) batch.mapped?.release(batch.ranges.map(() => 0));
+        throw error;
+      }
+    }
+    const segments = pieceSegments.map((parts) => (parts.length === 1 ? parts[0]! : parts.flat()));
     const touched = covers.flat();
     for (const state of touched) state.live++;
     this.requestMappings += touched.length;
     this.counters.maps += ranges.length;
-    return new RegionsRequest(this, this.generation, ranges, segments, undefined, touched);
+    return new RegionsRequest(this, this.generation, ranges, segments, undefined, touched, delegated);
   }
 
   /** Called once by a request's `release`: drops its region references unless `unmapAll` did already. */
@@ -298,6 +386,7 @@ class RegionsGuestMemory implements RegionsMemory {
       if (range.access === 'read') counters.bytesRead += range.length;
       else counters.bytesWritten += written?.[i] ?? range.length;
     }
+    if (request.delegated) releaseDelegated(request.delegated, ranges, written);
   }
 
   fence(order: FenceOrder): void {
@@ -309,12 +398,76 @@ class RegionsGuestMemory implements RegionsMemory {
     this.views = 0;
     this.requestMappings = 0;
     this.generation++;
-    for (const state of this.states) state.live = 0;
+    for (const state of this.states) {
+      state.live = 0;
+      state.delegate?.unmapAll();
+    }
   }
 
   liveMappings(): number {
     return this.views + this.requestMappings;
   }
+}
+
+const NO_SEGMENTS: readonly Uint8Array[] = [];
+
+/** The part of a range inside one region. */
+interface Piece {
+  readonly state: RegionState;
+  readonly address: bigint;
+  /** Offset in the region. */
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** The pieces of `[address, address + length)` over the regions `cover` found for it, in order. */
+function pieces(states: readonly RegionState[], address: bigint, length: number): Piece[] {
+  const out: Piece[] = [];
+  let at = address;
+  let left = length;
+  for (const state of states) {
+    const offset = Number(at - state.start);
+    const n = Math.min(left, state.size - offset);
+    out.push({ state, address: at, offset, length: n });
+    at += BigInt(n);
+    left -= n;
+  }
+  return out;
+}
+
+/** The pieces of a request one on-demand region's memory mapped, and where they go. */
+interface DelegatedBatch {
+  readonly memory: GuestMemory;
+  readonly ranges: MemoryRange[];
+  /** Per range of the batch: the request's range, the piece index in it, and the bytes before it. */
+  readonly slots: { range: number; piece: number; before: number }[];
+  mapped: MappedRanges | undefined;
+}
+
+/**
+ * Releases the on-demand parts of a request, handing each the bytes written into it (the
+ * range's count, spread over its pieces in order). Every part is released; the first
+ * failure (a copy-back the guest refused) is rethrown afterwards.
+ */
+function releaseDelegated(
+  batches: readonly DelegatedBatch[],
+  ranges: readonly MemoryRange[],
+  written: readonly number[] | undefined,
+): void {
+  let failure: unknown;
+  for (const batch of batches) {
+    const counts = batch.slots.map((slot, k) => {
+      const length = batch.ranges[k]!.length;
+      const total = written === undefined ? ranges[slot.range]!.length : (written[slot.range] ?? 0);
+      return Math.max(0, Math.min(length, total - slot.before));
+    });
+    try {
+      batch.mapped?.release(counts);
+    } catch (error) {
+      failure ??= error;
+    }
+  }
+  if (failure !== undefined) throw failure;
 }
 
 /** One request's views and the regions they hold until `release`. */
@@ -330,6 +483,8 @@ class RegionsRequest implements MappedRanges {
     readonly state: RegionState | undefined,
     /** The regions a request holds otherwise (one entry per region each range crosses). */
     readonly states: readonly RegionState[] | undefined,
+    /** What on-demand regions mapped for it, released with it. */
+    readonly delegated: readonly DelegatedBatch[] | undefined,
   ) {}
 
   release(written?: readonly number[]): void {
