@@ -17,6 +17,16 @@ export {
   XenUnavailableError,
 } from './xen-errors.js';
 export type { EventChannel, EventChannelBindOptions, EventChannels } from './xen-event-channels.js';
+export {
+  type FdStreamOptions,
+  type FdStreamWatch,
+  type FdWaitPath,
+  type FdWatch,
+  pollerSettled,
+  watchEventFd,
+  watchFdStream,
+  watchReadable,
+} from './xen-fd-watcher.js';
 export type {
   ForeignMapOptions,
   ForeignMapping,

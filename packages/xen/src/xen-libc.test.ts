@@ -1,31 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { libc } from './xen-libc.js';
 import { mapScattered, SimMemoryFile } from './xen-sim-memory.js';
-
-it('waits for a readable fd on a pool thread while the event loop keeps running', async () => {
-  const directory = mkdtempSync(join(tmpdir(), 'xvio-poll-'));
-  const fifo = join(directory, 'fifo');
-  execFileSync('mkfifo', [fifo]);
-  const fd = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
-  try {
-    expect(await libc().pollReadable(fd, 20)).toBe(false);
-    let ticked = false;
-    const waiting = libc().pollReadable(fd, 5000);
-    setTimeout(() => {
-      ticked = true;
-      writeSync(fd, 'x');
-    }, 20);
-    expect(await waiting).toBe(true);
-    expect(ticked).toBe(true);
-  } finally {
-    closeSync(fd);
-    rmSync(directory, { recursive: true, force: true });
-  }
-});
 
 it('maps pages of two memory files into one contiguous view that shares their memory', () => {
   const first = new SimMemoryFile('a', 4);

@@ -11,6 +11,24 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MFD_CLOEXEC = 1;
+/** x86-64 and arm64 Linux values (asm-generic), checked against glibc's headers. */
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const F_DUPFD_CLOEXEC = 1030;
+export const EAGAIN = 11;
+export const EINTR = 4;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const EPOLL_CLOEXEC = 0o2000000;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 1;
+/** struct epoll_event is packed on x86-64: events u32 @0, data u64 @4. */
+export const EPOLL_EVENT_SIZE = 12;
+export const EPOLL_EVENT_EVENTS = 0;
+export const EPOLL_EVENT_DATA = 4;
 
 /** A host virtual address. User-space addresses on x86-64 and arm64 fit in 48 bits, so a number is exact. */
 export type HostAddress = number;
@@ -32,11 +50,25 @@ export interface Libc {
   errno(): number;
   /** An ArrayBuffer over host memory (no copy). Valid only while the memory stays mapped. */
   view(address: HostAddress, length: number): ArrayBuffer;
-  /**
-   * Waits on a libuv pool thread until `fd` is readable or `timeoutMs` passes; never blocks
-   * the event loop. Resolves true when readable.
-   */
-  pollReadable(fd: number, timeoutMs: number): Promise<boolean>;
+  /** read(2): bytes read, or -1 (errno set). */
+  read(fd: number, buffer: Uint8Array, length: number): number;
+  /** write(2): bytes written, or -1 (errno set). */
+  write(fd: number, buffer: Uint8Array, length: number): number;
+  /** fcntl with one int argument. */
+  fcntl(fd: number, command: number, argument: number): number;
+  eventfd(initial: number, flags: number): number;
+  /** pipe2: fills `fds` with the read and write ends. */
+  pipe2(fds: Int32Array, flags: number): number;
+  epollCreate1(flags: number): number;
+  epollCtl(epfd: number, op: number, fd: number, event: Uint8Array | null): number;
+  /** epoll_wait on a libuv pool thread (koffi `.async`); the callback gets the count. */
+  epollWaitAsync(
+    epfd: number,
+    events: Uint8Array,
+    maxEvents: number,
+    timeoutMs: number,
+    callback: (error: unknown, count: number) => void,
+  ): void;
 }
 
 let loaded: Libc | undefined;
@@ -51,7 +83,14 @@ export function libc(): Libc {
   );
   const munmap = lib.func('int munmap(uintptr_t addr, size_t length)');
   const close = lib.func('int close(int fd)');
-  const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const read = lib.func('intptr_t read(int fd, void *buffer, size_t count)');
+  const write = lib.func('intptr_t write(int fd, const void *buffer, size_t count)');
+  const fcntl = lib.func('int fcntl(int fd, int command, ...)');
+  const eventfd = lib.func('int eventfd(unsigned int initial, int flags)');
+  const pipe2 = lib.func('int pipe2(int *fds, int flags)');
+  const epollCreate1 = lib.func('int epoll_create1(int flags)');
+  const epollCtl = lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)');
+  const epollWait = lib.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)');
   loaded = {
     memfdCreate: (name, flags) => memfdCreate(name, flags) as number,
     ftruncate: (fd, length) => ftruncate(fd, length) as number,
@@ -64,17 +103,15 @@ export function libc(): Libc {
     close: (fd) => close(fd) as number,
     errno: () => koffi.errno(),
     view: (address, length) => koffi.view(address, length),
-    pollReadable: (fd, timeoutMs) =>
-      new Promise((resolve, reject) => {
-        // struct pollfd { int fd; short events; short revents; }, POLLIN = 1.
-        const fds = Buffer.alloc(8);
-        fds.writeInt32LE(fd, 0);
-        fds.writeInt16LE(1, 4);
-        poll.async(fds, 1, timeoutMs, (error: unknown, result: number) => {
-          if (error) reject(error);
-          else resolve(result > 0 && (fds.readInt16LE(6) & 1) !== 0);
-        });
-      }),
+    read: (fd, buffer, length) => Number(read(fd, buffer, length)),
+    write: (fd, buffer, length) => Number(write(fd, buffer, length)),
+    fcntl: (fd, command, argument) => fcntl(fd, command, 'int', argument) as number,
+    eventfd: (initial, flags) => eventfd(initial, flags) as number,
+    pipe2: (fds, flags) => pipe2(fds, flags) as number,
+    epollCreate1: (flags) => epollCreate1(flags) as number,
+    epollCtl: (epfd, op, fd, event) => epollCtl(epfd, op, fd, event) as number,
+    epollWaitAsync: (epfd, events, maxEvents, timeoutMs, callback) =>
+      epollWait.async(epfd, events, maxEvents, timeoutMs, callback),
   };
   return loaded;
 }

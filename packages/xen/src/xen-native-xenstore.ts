@@ -2,9 +2,10 @@
 // libuv pool thread (koffi `.async`): libxenstore blocks on its socket or xenbus device, and
 // a blocking call on the main thread would also deadlock against a xenstored living in the
 // same process. Watch events arrive on libxenstore's own reader thread and are signalled on
-// `xs_fileno`, which we poll off the event loop and drain with xs_check_watch.
+// `xs_fileno`, which the process-wide fd poller watches and xs_check_watch drains.
 import koffi from 'koffi';
 import { errnoName, XenError, XenUnavailableError } from './xen-errors.js';
+import { type FdWatch, watchReadable } from './xen-fd-watcher.js';
 import { libc } from './xen-libc.js';
 import { type BoundLibrary, bindXenLibrary, probeXenHost } from './xen-native-libs.js';
 import type {
@@ -233,12 +234,11 @@ interface LibWatchState {
 
 /** Pending events per watch are bounded; beyond it they coalesce into the watched path. */
 const WATCH_QUEUE_LIMIT = 1024;
-const WATCH_POLL_MS = 250;
 
 export class LibXenStore extends LibOperations implements XenStore {
   private readonly watches = new Map<string, LibWatchState>();
   private nextToken = 1;
-  private polling = false;
+  private pipeWatch: FdWatch | undefined;
   private closed = false;
 
   constructor(library: BoundLibrary, handle: unknown) {
@@ -301,7 +301,7 @@ export class LibXenStore extends LibOperations implements XenStore {
       this.watches.delete(token);
       throw failed('xs_watch', errno);
     }
-    this.startPolling();
+    this.startWatching();
     const end = () => {
       state.closed = true;
       for (const waiter of state.waiters.splice(0)) waiter({ value: undefined, done: true });
@@ -310,6 +310,7 @@ export class LibXenStore extends LibOperations implements XenStore {
       if (state.closed) return;
       end();
       this.watches.delete(token);
+      if (this.watches.size === 0) this.stopWatching();
       if (!this.closed) await attempt(this.library, 'xs_unwatch', this.handle, path, token);
     };
     return {
@@ -345,25 +346,29 @@ export class LibXenStore extends LibOperations implements XenStore {
     }
   }
 
-  /** Waits for libxenstore's watch pipe off the event loop and drains it. */
-  private startPolling(): void {
-    if (this.polling) return;
-    this.polling = true;
+  /**
+   * Watches libxenstore's watch pipe (`xs_fileno`) for readiness and drains the events with
+   * xs_check_watch, which never blocks. Readiness only: the byte in the pipe is
+   * libxenstore's, which reads it itself when its event list empties (xs.c, read_watch_internal).
+   */
+  private startWatching(): void {
+    if (this.pipeWatch || this.closed) return;
     const fd = (this.library.xs_fileno as (handle: unknown) => number)(this.handle);
-    const loop = async () => {
-      while (!this.closed && this.watches.size > 0) {
-        if (!(await libc().pollReadable(fd, WATCH_POLL_MS)) || this.closed) continue;
-        for (;;) {
-          const vector = (this.library.xs_check_watch as (handle: unknown) => unknown)(this.handle);
-          if (!vector) break;
-          const [path, token] = koffi.decode(vector, koffi.array('char *', 2)) as [string, string];
-          freeMemory(vector);
-          this.deliver({ path, token });
-        }
+    if (fd < 0) throw failed('xs_fileno', libc().errno());
+    this.pipeWatch = watchReadable(fd, () => {
+      while (!this.closed) {
+        const vector = (this.library.xs_check_watch as (handle: unknown) => unknown)(this.handle);
+        if (!vector) break;
+        const [path, token] = koffi.decode(vector, koffi.array('char *', 2)) as [string, string];
+        freeMemory(vector);
+        this.deliver({ path, token });
       }
-      this.polling = false;
-    };
-    void loop();
+    });
+  }
+
+  private stopWatching(): void {
+    this.pipeWatch?.close();
+    this.pipeWatch = undefined;
   }
 
   async close(): Promise<void> {
@@ -374,6 +379,8 @@ export class LibXenStore extends LibOperations implements XenStore {
       for (const waiter of state.waiters.splice(0)) waiter({ value: undefined, done: true });
     }
     this.watches.clear();
+    // Before xs_close, which closes the pipe the poller watches.
+    this.stopWatching();
     await attempt(this.library, 'xs_close', this.handle);
   }
 }

@@ -1,9 +1,14 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { XenUnavailableError } from './xen-errors.js';
+import { pollerSettled } from './xen-fd-watcher.js';
+import { libc, O_CLOEXEC } from './xen-libc.js';
 import {
+  EVTCHN_PORT_BYTES,
+  EventChannelPortStream,
+  NativeEventChannels,
   openNativeDeviceModel,
   openNativeEventChannels,
   openNativeForeignMemory,
@@ -12,6 +17,7 @@ import {
   openNativeXenStore,
 } from './xen-native.js';
 import {
+  type BoundLibrary,
   bindXenLibrary,
   describeXenHost,
   probeXenHost,
@@ -111,4 +117,120 @@ describe('native services on this host', () => {
       rmSync(directory, { recursive: true, force: true });
     }
   });
+});
+
+describe('native event channels over a stand-in evtchn fd', () => {
+  /**
+   * libxenevtchn as Linux's evtchn device behaves, with a pipe for the device: a notify of a
+   * local loopback pair makes the peer port pending, the device writes it into the fd as a
+   * little-endian u32 and masks it until it is written back (unmask).
+   */
+  function fakeEvtchn() {
+    const fds = new Int32Array(2);
+    expect(libc().pipe2(fds, O_CLOEXEC)).toBe(0);
+    const [readEnd, writeEnd] = [fds[0] as number, fds[1] as number];
+    const peers = new Map<number, number>();
+    const masked = new Set<number>();
+    const unmasked: number[] = [];
+    let nextPort = 10;
+    const raise = (port: number) => {
+      masked.add(port);
+      const bytes = new Uint8Array(EVTCHN_PORT_BYTES);
+      new DataView(bytes.buffer).setUint32(0, port, true);
+      libc().write(writeEnd, bytes, bytes.length);
+    };
+    const fn = (body: (...args: unknown[]) => unknown) =>
+      Object.assign(body, { async: () => undefined }) as BoundLibrary[string];
+    const library: BoundLibrary = {
+      xenevtchn_open: fn(() => ({ handle: true })),
+      xenevtchn_fd: fn(() => readEnd),
+      xenevtchn_bind_unbound_port: fn(() => nextPort++),
+      xenevtchn_bind_interdomain: fn((_handle, _domid, remote) => {
+        const port = nextPort++;
+        peers.set(port, remote as number);
+        peers.set(remote as number, port);
+        return port;
+      }),
+      xenevtchn_notify: fn((_handle, port) => {
+        const peer = peers.get(port as number);
+        if (peer !== undefined && !masked.has(peer)) raise(peer);
+        return 0;
+      }),
+      xenevtchn_unmask: fn((_handle, port) => {
+        masked.delete(port as number);
+        unmasked.push(port as number);
+        return 0;
+      }),
+      xenevtchn_unbind: fn(() => 0),
+      xenevtchn_close: fn(() => {
+        libc().close(readEnd);
+        libc().close(writeEnd);
+        return 0;
+      }),
+    };
+    return { library, raise, writeEnd, unmasked };
+  }
+
+  it('splits reads into ports and keeps a cut port until its remaining bytes arrive', () => {
+    const stream = new EventChannelPortStream();
+    expect(stream.ports(Uint8Array.of(1, 0, 0, 0, 2, 1, 0, 0))).toEqual([1, 0x102]);
+    expect(stream.ports(Uint8Array.of(7, 0))).toEqual([]);
+    expect(stream.ports(Uint8Array.of(0))).toEqual([]);
+    expect(stream.ports(Uint8Array.of(0, 9, 0, 0, 0, 0xff))).toEqual([7, 9]);
+    expect(stream.ports(Uint8Array.of(0xff, 0xff, 0xff))).toEqual([0xffff_ffff]);
+  });
+
+  for (const via of ['loop', 'poller'] as const) {
+    it(`delivers every notification, unmasks before the listeners and closes its fd (${via})`, async () => {
+      await pollerSettled();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const before = readdirSync('/proc/self/fd').length;
+      const fake = fakeEvtchn();
+      const channels = new NativeEventChannels(fake.library, via);
+      const unbound = channels.bindUnboundPort(0);
+      const bound = channels.bindInterdomain(0, unbound.localPort);
+      const seen: { port: number; unmaskedFirst: boolean }[] = [];
+      let wake: () => void = () => {};
+      unbound.onEvent((port) => {
+        seen.push({ port, unmaskedFirst: fake.unmasked.at(-1) === port });
+        wake();
+      });
+      for (let round = 1; round <= 3; round++) {
+        const delivered = new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        bound.notify();
+        await delivered;
+        expect(seen.length).toBe(round);
+      }
+      expect(seen.every((s) => s.port === unbound.localPort && s.unmaskedFirst)).toBe(true);
+
+      // Several ports in one read, one port cut across two reads, a port nobody bound.
+      const boundSeen = new Promise<number>((resolve) => bound.onEvent(resolve));
+      const both = new Uint8Array(12);
+      const view = new DataView(both.buffer);
+      view.setUint32(0, 999, true);
+      view.setUint32(4, bound.localPort, true);
+      view.setUint32(8, unbound.localPort, true);
+      const unboundSeen = new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      libc().write(fake.writeEnd, both, 6);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      libc().write(fake.writeEnd, both.subarray(6), 6);
+      expect(await boundSeen).toBe(bound.localPort);
+      await unboundSeen;
+      expect(seen.length).toBe(4);
+
+      // A closed channel hears nothing more.
+      unbound.close();
+      fake.raise(unbound.localPort);
+      channels.close();
+      await pollerSettled();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(seen.length).toBe(4);
+      expect(channels.lastError).toBeUndefined();
+      expect(readdirSync('/proc/self/fd').length).toBe(before);
+    });
+  }
 });

@@ -2,10 +2,11 @@
 // real Xen domain (dom0 or a driver domain). Each open checks the host first (probeXenHost)
 // and throws XenUnavailableError naming what is missing, so a host that is not a Xen
 // domain fails fast and never reaches a library call that could block or abort.
-import { closeSync, constants, openSync, read as readAsync, statSync, writeSync } from 'node:fs';
+import { constants, openSync, statSync, writeSync } from 'node:fs';
 import type { BufferedIoreqMode, DeviceModel, IoRangeKind, PciAddress } from './xen-device-model.js';
 import { errnoName, GrantError, XenError, type XenService, XenUnavailableError } from './xen-errors.js';
 import type { EventChannel, EventChannelBindOptions, EventChannels } from './xen-event-channels.js';
+import { type FdStreamWatch, type FdWaitPath, watchFdStream } from './xen-fd-watcher.js';
 import type {
   ForeignMapOptions,
   ForeignMapping,
@@ -37,7 +38,15 @@ import {
   GRANT_COPY_SOURCE,
   GRANT_COPY_STATUS,
 } from './xen-grant-wire.js';
-import { type HostAddress, libc, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from './xen-libc.js';
+import {
+  F_DUPFD_CLOEXEC,
+  type HostAddress,
+  libc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  PROT_READ,
+  PROT_WRITE,
+} from './xen-libc.js';
 import {
   type BoundLibrary,
   bindXenLibrary,
@@ -81,7 +90,40 @@ function check(rc: unknown, service: XenService, operation: string): void {
 
 // --- event channels ------------------------------------------------------------------
 
-const POLL_INTERVAL_MS = 250;
+/** /dev/xen/evtchn hands out pending ports as `evtchn_port_t` (u32, host order: little-endian on x86 and arm64). */
+export const EVTCHN_PORT_BYTES = 4;
+
+/**
+ * Splits what reads of /dev/xen/evtchn returned into port numbers (Linux drivers/xen/evtchn.c:
+ * a read returns whole ports, but a stream may still cut one; the tail waits for the rest).
+ */
+export class EventChannelPortStream {
+  private readonly tail = new Uint8Array(EVTCHN_PORT_BYTES);
+  private held = 0;
+
+  ports(bytes: Uint8Array): number[] {
+    const ports: number[] = [];
+    let offset = 0;
+    if (this.held > 0) {
+      const take = Math.min(EVTCHN_PORT_BYTES - this.held, bytes.length);
+      this.tail.set(bytes.subarray(0, take), this.held);
+      this.held += take;
+      offset = take;
+      if (this.held < EVTCHN_PORT_BYTES) return ports;
+      ports.push(new DataView(this.tail.buffer).getUint32(0, true));
+      this.held = 0;
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (; offset + EVTCHN_PORT_BYTES <= bytes.length; offset += EVTCHN_PORT_BYTES) {
+      ports.push(view.getUint32(offset, true));
+    }
+    if (offset < bytes.length) {
+      this.tail.set(bytes.subarray(offset));
+      this.held = bytes.length - offset;
+    }
+    return ports;
+  }
+}
 
 class NativeEventChannel implements EventChannel {
   private readonly listeners = new Set<(port: number) => void>();
@@ -156,10 +198,15 @@ export class NativeEventChannels implements EventChannels {
   readonly handle: unknown;
   private readonly fd: number;
   private readonly channels = new Map<number, NativeEventChannel>();
-  private polling = false;
+  private watch: FdStreamWatch | undefined;
   private closed = false;
+  /** Why reading the evtchn fd stopped, if it did (the next bind starts again). */
+  lastError: Error | undefined;
 
-  constructor(readonly library: BoundLibrary) {
+  constructor(
+    readonly library: BoundLibrary,
+    private readonly via: 'auto' | FdWaitPath = 'auto',
+  ) {
     this.handle = call(library, 'xenevtchn_open', null, 0);
     if (!this.handle) throw failure('evtchn', 'xenevtchn_open');
     this.fd = call(library, 'xenevtchn_fd', this.handle) as number;
@@ -173,7 +220,7 @@ export class NativeEventChannels implements EventChannels {
   ): EventChannel {
     const channel = new NativeEventChannel(this, port, remoteDomid, remotePort, options?.autoUnmask ?? true);
     this.channels.set(port, channel);
-    this.startPolling();
+    this.startWatching();
     return channel;
   }
 
@@ -197,29 +244,49 @@ export class NativeEventChannels implements EventChannels {
 
   unbind(port: number): void {
     this.channels.delete(port);
+    if (this.channels.size === 0) this.stopWatching();
     check(call(this.library, 'xenevtchn_unbind', this.handle, port), 'evtchn', 'xenevtchn_unbind');
   }
 
-  /** Waits for the evtchn fd on a pool thread, reads pending ports and dispatches them. */
-  private startPolling(): void {
-    if (this.polling || this.closed) return;
-    this.polling = true;
-    const loop = async () => {
-      while (!this.closed && this.channels.size > 0) {
-        const readable = await libc().pollReadable(this.fd, POLL_INTERVAL_MS);
-        if (!readable || this.closed) continue;
-        const port = call(this.library, 'xenevtchn_pending', this.handle) as number;
-        if (port >= 0) this.channels.get(port)?.deliver();
-      }
-      this.polling = false;
+  /**
+   * Reads pending ports from the evtchn fd as the event loop sees it readable (no pool
+   * thread, no timer). The watch reads a duplicate of libxenevtchn's fd: same open file (same
+   * port ring, and the non-blocking mode libuv sets is shared, harmless since nothing calls
+   * the blocking xenevtchn_pending), but its own descriptor, which the watch closes.
+   */
+  private startWatching(): void {
+    if (this.watch || this.closed) return;
+    const duplicate = libc().fcntl(this.fd, F_DUPFD_CLOEXEC, 0);
+    if (duplicate < 0) throw failure('evtchn', 'dup');
+    const stream = new EventChannelPortStream();
+    const stop = (error: Error) => {
+      this.lastError = error;
+      this.stopWatching();
     };
-    void loop();
+    this.watch = watchFdStream(
+      duplicate,
+      (bytes) => {
+        // Each delivered port is masked by the driver until written back (deliver() unmasks).
+        for (const port of stream.ports(bytes)) this.channels.get(port)?.deliver();
+      },
+      {
+        via: this.via,
+        onError: stop,
+        onEnd: () => stop(new XenError('EIO', 'evtchn', 'read', 'end of file on the evtchn fd')),
+      },
+    );
+  }
+
+  private stopWatching(): void {
+    this.watch?.close();
+    this.watch = undefined;
   }
 
   close(): void {
     if (this.closed) return;
     for (const channel of [...this.channels.values()]) channel.close();
     this.closed = true;
+    this.stopWatching();
     call(this.library, 'xenevtchn_close', this.handle);
   }
 }
@@ -689,6 +756,10 @@ export async function openNativeXenStore(env: NodeJS.ProcessEnv = process.env): 
   if (statSync(path).isSocket()) return connectXenStore(path);
   const fd = openSync(path, constants.O_RDWR);
   let closed = false;
+  // The xenbus device returns whole replies and watch events per read, and keeps them while
+  // nobody reads: libuv reads it on the event loop (no pool thread held for the connection).
+  // Writes never block: the device queues a request and answers it through reads.
+  let watch: FdStreamWatch | undefined;
   const client = new XenStoreClient({
     send: (bytes) => {
       if (!closed) writeSync(fd, bytes);
@@ -696,22 +767,20 @@ export async function openNativeXenStore(env: NodeJS.ProcessEnv = process.env): 
     close: () => {
       if (closed) return;
       closed = true;
-      closeSync(fd);
+      watch?.close();
     },
   });
-  const buffer = Buffer.alloc(4096 + 16);
-  const pump = () => {
+  const ended = () => {
     if (closed) return;
-    readAsync(fd, buffer, 0, buffer.length, null, (error, bytes) => {
-      if (error || bytes === 0 || closed) {
-        client.transportClosed();
-        return;
-      }
-      client.receive(buffer.subarray(0, bytes));
-      pump();
-    });
+    closed = true;
+    watch?.close();
+    client.transportClosed();
   };
-  pump();
+  watch = watchFdStream(fd, (bytes) => client.receive(bytes), {
+    readSize: 4096 + 16,
+    onEnd: ended,
+    onError: ended,
+  });
   return client;
 }
 
