@@ -416,7 +416,7 @@ export class NetDevice implements VirtioDevice {
     // serviceQueue: a guest fault completes the chain with 0, a bad address is ring corruption).
     // GuestMemory.map directly rather than openChain: a transmit chain is only read, and the
     // reader objects cost more than the rest of the transmit path at 64 B.
-    const ranges = chain.ranges();
+    const ranges = chain.descriptorRanges();
     const mapped = run.context.memory.map(ranges);
     try {
       if (chain.readableLength < headerLength) {
@@ -723,13 +723,13 @@ export class NetDevice implements VirtioDevice {
     let ranges: MemoryRange[];
     const rangeCounts: number[] = [];
     if (chains.length === 1) {
-      ranges = chains[0]!.ranges();
+      ranges = chains[0]!.descriptorRanges();
       rangeCounts.push(ranges.length);
     } else {
       ranges = [];
       for (const chain of chains) {
         const before = ranges.length;
-        for (const range of chain.ranges()) ranges.push(range);
+        for (const range of chain.descriptorRanges()) ranges.push(range);
         rangeCounts.push(ranges.length - before);
       }
     }
@@ -774,6 +774,7 @@ export class NetDevice implements VirtioDevice {
       let used = 0;
       for (let k = 0; k < rangeCounts[c]!; k++) used += written[range++]!;
       queue.addUsed(chains[c]!, used);
+      queue.recycle?.(chains[c]!);
     }
     this.capture?.record(segments, length);
     metrics.rxFrames++;
@@ -797,7 +798,7 @@ export class NetDevice implements VirtioDevice {
     const total = run.headerLength + length;
     let mapped: MappedRanges;
     try {
-      mapped = run.context.memory.map(chain.ranges());
+      mapped = run.context.memory.map(chain.descriptorRanges());
     } catch (error) {
       return this.receiveFault(run, queue, rxIndex, [chain], error);
     }
@@ -821,6 +822,8 @@ export class NetDevice implements VirtioDevice {
     }
     mapped.release(written);
     queue.addUsed(chain, total);
+    // Completed: the queue may reuse the chain object for its next pop (no allocation per frame).
+    queue.recycle?.(chain);
     this.capture?.record(segments, length);
     this.metricsValues.rxFrames++;
     this.metricsValues.rxBytes += length;

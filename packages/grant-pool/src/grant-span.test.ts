@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { grantSpan } from './grant-span.js';
+import { grantSpan, grantSpanOfHalves } from './grant-span.js';
 
 /** The decoding spelled out on BigInts, as grant-dma-ops.c lays the address out. */
 function reference(address: bigint, length: number) {
@@ -44,5 +44,33 @@ describe('grantSpan', () => {
       }),
       { numRuns: 5000 },
     );
+  });
+
+  it('decodes u32 address halves exactly as the whole address', () => {
+    const u32 = fc.oneof(
+      fc.integer({ min: 0, max: 0xffff_ffff }),
+      fc.constantFrom(0, 0xfff, 0x1000, 0x7fff_ffff, 0x8000_0000, 0x8000_0fff, 0x8000_1000, 0xffff_ffff),
+    );
+    const length = fc.oneof(fc.integer({ min: 0, max: 70_000 }), fc.constantFrom(0xffff_ffff, 2 ** 32, -1));
+    fc.assert(
+      fc.property(u32, u32, length, (low, high, n) => {
+        const address = (BigInt(high) << 32n) | BigInt(low);
+        expect(grantSpanOfHalves(low, high, n)).toEqual(reference(address, n));
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('refuses halves that are not u32 values', () => {
+    for (const [low, high] of [
+      [-1, 0x8000_0000],
+      [0, -1],
+      [2 ** 32, 0x8000_0000],
+      [0, 2 ** 32],
+      [0.5, 0x8000_0000],
+      [0, Number.NaN],
+    ] as const) {
+      expect(grantSpanOfHalves(low, high, 16)).toBe('invalid-range');
+    }
   });
 });

@@ -27,14 +27,23 @@ export function isValidLength(length: number): boolean {
  * before anything is mapped.
  */
 export function grantSpan(address: bigint, length: number): GrantSpan | MemoryFaultCode {
-  if (!isValidLength(length)) return 'invalid-range';
   // No BigInt arithmetic (this runs for every buffer of every request; a shift allocates):
   // `low` is exact, and the double nearest the address is within 2^11 of it below 2^64, so
   // rounding recovers the high half exactly. `high` is negative below 0 and 2^32 or more
   // from 2^64 on (Infinity for a huge one).
   const low = Number(BigInt.asUintN(32, address));
   const high = Math.round((Number(address) - low) / 0x1_0000_0000);
-  if (!(high >= 0 && high <= 0xffff_ffff)) return 'invalid-range';
+  return grantSpanOfHalves(low, high, length);
+}
+
+/**
+ * `grantSpan` of the address whose low and high 32 bits are `low` and `high` (as a
+ * descriptor holds it: no BigInt). Halves that are not u32 values are an invalid range.
+ */
+export function grantSpanOfHalves(low: number, high: number, length: number): GrantSpan | MemoryFaultCode {
+  if (!isValidLength(length)) return 'invalid-range';
+  if (!(high >= 0 && high <= 0xffff_ffff && low >= 0 && low <= 0xffff_ffff)) return 'invalid-range';
+  if (!Number.isInteger(high) || !Number.isInteger(low)) return 'invalid-range';
   // Under grant usage the device can reach nothing but grants: a guest-physical address
   // points at memory this backend has no access to.
   if (high < 0x8000_0000) return 'unmapped';

@@ -15,6 +15,13 @@ export interface MemoryRange {
   readonly address: bigint;
   readonly length: number;
   readonly access: MemoryAccess;
+  /**
+   * Optional: `address` as its low and high 32 bits, when the producer holds it that way (a
+   * descriptor chain does). Both or neither; they must equal `address`. Strategies may
+   * decode these instead of `address`, with no BigInt arithmetic.
+   */
+  readonly addressLow?: number;
+  readonly addressHigh?: number;
 }
 
 /**

@@ -28,7 +28,7 @@ export {
   type GrantMapMemoryOptions,
   type XenGuestMemory,
 } from './grant-map-memory.js';
-export { MAX_GRANT_REF } from './grant-span.js';
+export { grantSpanOfHalves, MAX_GRANT_REF } from './grant-span.js';
 export type {
   FenceOrder,
   GuestMemory,

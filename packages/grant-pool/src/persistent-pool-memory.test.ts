@@ -51,6 +51,67 @@ describe('persistent pool', () => {
     expect(fixture.hostMappings()).toBe(1);
   });
 
+  it('hands a reused buffer its view again while resident, and a view of the new mapping after unmapAll', () => {
+    const { fixture, memory } = setup();
+    const buffer = fixture.buffer(100, { aligned: true });
+    buffer.guestWrite(new Uint8Array(100).fill(3));
+    const low = Number(buffer.address & 0xffff_ffffn);
+    const high = Number(buffer.address >> 32n);
+    // A range as a descriptor chain gives it: the address also as its two halves.
+    const halves = { address: buffer.address, addressLow: low, addressHigh: high, length: 100 } as const;
+    memory.map([{ ...halves, access: 'read' }]).release(); // maps the page
+    const first = memory.map([{ ...halves, access: 'write' }]);
+    const view = first.segments[0]?.[0];
+    first.release([0]);
+    const again = memory.map([{ address: buffer.address, length: 100, access: 'read' }]);
+    expect(again.segments[0]?.[0]).toBe(view);
+    again.release();
+    // Another length from the same page is another view.
+    const shorter = memory.map([{ ...halves, length: 60, access: 'read' }]);
+    expect(shorter.segments[0]?.[0]).toHaveLength(60);
+    shorter.release();
+    memory.unmapAll();
+    expect(fixture.hostMappings()).toBe(0);
+    const remapped = memory.map([{ ...halves, access: 'write' }]);
+    const fresh = remapped.segments[0]?.[0];
+    expect(fresh).not.toBe(view);
+    fresh?.fill(9);
+    remapped.release([100]);
+    expect([...buffer.guestRead()].every((value) => value === 9)).toBe(true);
+  });
+
+  it('decodes address halves to the same faults as the address', () => {
+    const { memory } = setup();
+    const cases: [bigint, number][] = [
+      [0x1000n, 16], // a guest-physical address: nothing a grant backend reaches
+      [(1n << 63n) | (0x1_0000_0000n << 12n), 16], // a reference beyond u32
+      [encodeGrantAddress(1), 2 ** 32], // a length beyond a descriptor's
+    ];
+    for (const [address, length] of cases) {
+      const plain = () => memory.map([{ address, length, access: 'read' }]);
+      const split = () =>
+        memory.map([
+          {
+            address,
+            addressLow: Number(address & 0xffff_ffffn),
+            addressHigh: Number(address >> 32n),
+            length,
+            access: 'read',
+          },
+        ]);
+      const code = (run: () => unknown) => {
+        try {
+          run();
+        } catch (error) {
+          return GuestMemoryError.isInstance(error) ? error.code : 'other';
+        }
+        return 'none';
+      };
+      expect(code(split)).toBe(code(plain));
+      expect(code(split)).not.toBe('none');
+    }
+  });
+
   it('serves pool references at both ends of the u32 range, also after the pool grows', () => {
     // A table-less stand-in for the hypervisor: each mapped page holds its reference's low byte.
     const mapped: number[][] = [];

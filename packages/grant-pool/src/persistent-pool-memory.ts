@@ -6,7 +6,7 @@ import {
   GrantMapMemory,
   type XenGuestMemory,
 } from './grant-map-memory.js';
-import { type GrantSpan, grantSpan, MAX_GRANT_REF } from './grant-span.js';
+import { type GrantSpan, grantSpan, grantSpanOfHalves, MAX_GRANT_REF } from './grant-span.js';
 import type { FenceOrder, MappedRanges, MemoryAccess, MemoryRange } from './guest-memory.js';
 import { newStrategyCounters, type StrategyCounters } from './memory-counters.js';
 import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
@@ -42,6 +42,14 @@ interface Batch {
 interface Entry {
   readonly batch: Batch;
   readonly index: number;
+  /**
+   * The segments of the last one-range request that started in this page (offset and length
+   * below): a buffer the frontend reuses is then handed out again without a new view. Valid
+   * while the entry is resident, which is as long as its batch stays mapped.
+   */
+  segments: readonly (readonly Uint8Array[])[] | undefined;
+  viewOffset: number;
+  viewLength: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -290,7 +298,13 @@ export class PersistentPoolMemory implements XenGuestMemory {
     this.batchCount++;
     this.mappedPages += missing.length;
     for (let index = 0; index < missing.length; index++)
-      this.setEntry(missing[index] as number, { batch, index });
+      this.setEntry(missing[index] as number, {
+        batch,
+        index,
+        segments: undefined,
+        viewOffset: 0,
+        viewLength: 0,
+      });
     return true;
   }
 
@@ -323,6 +337,19 @@ export class PersistentPoolMemory implements XenGuestMemory {
       }
     }
     return out;
+  }
+
+  /** The span of a request's range, from the address halves when the range carries them. */
+  private rangeSpan(range: MemoryRange): GrantSpan {
+    const low = range.addressLow;
+    const high = range.addressHigh;
+    if (low === undefined || high === undefined) return this.span(range.address, range.length);
+    const span = grantSpanOfHalves(low, high, range.length);
+    if (typeof span === 'string' || span.pages > this.maxRequestPages) {
+      this.counters.faults++;
+      throw new GuestMemoryError(typeof span === 'string' ? span : 'too-large', range.address, range.length);
+    }
+    return span;
   }
 
   private span(address: bigint, length: number): GrantSpan {
@@ -399,7 +426,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
     // every range was found, so a fault (thrown by `span`) or a miss leaves no trace.
     if (count === 1) {
       const range = ranges[0] as MemoryRange;
-      const span = this.span(range.address, range.length);
+      const span = this.rangeSpan(range);
       if (span.pages === 0) {
         return new PoolRequest(
           this,
@@ -418,8 +445,14 @@ export class PersistentPoolMemory implements XenGuestMemory {
         this.counters.cacheHits += span.pages;
         batch.pins++;
         this.touch(batch);
-        const from = entry.index * PAGE_SIZE + span.offset;
-        const segments = [[batch.mapping.bytes.subarray(from, from + span.length)]];
+        let segments = entry.segments;
+        if (segments === undefined || entry.viewOffset !== span.offset || entry.viewLength !== span.length) {
+          const from = entry.index * PAGE_SIZE + span.offset;
+          segments = [[batch.mapping.bytes.subarray(from, from + span.length)]];
+          entry.segments = segments;
+          entry.viewOffset = span.offset;
+          entry.viewLength = span.length;
+        }
         return new PoolRequest(
           this,
           this.generation,
@@ -438,7 +471,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       let fast = true;
       for (let i = 0; i < count; i++) {
         const range = ranges[i] as MemoryRange;
-        const span = this.span(range.address, range.length);
+        const span = this.rangeSpan(range);
         if (!fast) continue; // keep decoding: a fault anywhere is thrown before anything is mapped
         if (span.pages === 0) {
           segments[i] = [EMPTY];
@@ -475,7 +508,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
     const spans: GrantSpan[] = new Array(count);
     for (let i = 0; i < count; i++) {
       const range = ranges[i] as MemoryRange;
-      spans[i] = this.span(range.address, range.length);
+      spans[i] = this.rangeSpan(range);
     }
     return this.mapSlow(ranges, spans);
   }

@@ -25,6 +25,29 @@ describe('DescriptorChain', () => {
   });
 });
 
+describe('DescriptorChain.descriptorRanges', () => {
+  it('gives the same ranges as ranges(), with the address halves as the ring held them', () => {
+    const chain = new DescriptorChain(
+      0,
+      [0x1000, 0, 16, 0, 0xffff_f000, 0x8000_0001, 32, 1, 0x10, 0x1f_ffff, 8, 1, 7, 0x20_0000, 4, 1],
+      16,
+      44,
+      4,
+    );
+    const ranges = chain.descriptorRanges();
+    expect(ranges.map(({ address, length, access }) => ({ address, length, access }))).toEqual(
+      chain.ranges(),
+    );
+    expect(ranges.map((range) => [range.addressLow, range.addressHigh])).toEqual([
+      [0x1000, 0],
+      [0xffff_f000, 0x8000_0001],
+      [0x10, 0x1f_ffff],
+      [7, 0x20_0000],
+    ]);
+    expect(ranges[3]?.address).toBe(0x20_0000_0000_0007n);
+  });
+});
+
 describe('ChainPool', () => {
   it('reuses a chain given back, once, and ignores chains of other pools', () => {
     const pool = new ChainPool(4);

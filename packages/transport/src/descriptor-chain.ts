@@ -1,7 +1,41 @@
-import type { MemoryRange } from '@xvio/grant-pool';
+import type { MemoryAccess, MemoryRange } from '@xvio/grant-pool';
 
 /** Assembles a 64-bit address from its halves (see `DescriptorChain.address`). */
 const addressScratch = new DataView(new ArrayBuffer(8));
+
+/**
+ * One address from its 32-bit halves: one conversion while it fits a double exactly (high <
+ * 2^21); else (grant addresses, bit 63) the halves are stored and read back as one u64, which
+ * allocates one BigInt instead of four.
+ */
+function joinAddress(low: number, high: number): bigint {
+  if (high < 0x20_0000) return BigInt(high * 0x1_0000_0000 + low);
+  addressScratch.setUint32(0, low, true);
+  addressScratch.setUint32(4, high, true);
+  return addressScratch.getBigUint64(0, true);
+}
+
+/**
+ * A descriptor's buffer as a `MemoryRange` that also carries its address as the two 32-bit
+ * numbers the ring held (`addressLow`, `addressHigh`): a strategy that decodes addresses
+ * (grant references, page offsets) reads those with no BigInt arithmetic, and `address` is
+ * made only when something asks for it.
+ */
+export class DescriptorRange implements MemoryRange {
+  private joined: bigint | undefined = undefined;
+
+  constructor(
+    readonly addressLow: number,
+    readonly addressHigh: number,
+    readonly length: number,
+    readonly access: MemoryAccess,
+  ) {}
+
+  get address(): bigint {
+    if (this.joined === undefined) this.joined = joinAddress(this.addressLow, this.addressHigh);
+    return this.joined;
+  }
+}
 
 /**
  * One request: the descriptors of a chain as they were read from the ring, once. The fields
@@ -57,15 +91,7 @@ export class DescriptorChain {
 
   address(index: number): bigint {
     const base = index << 2;
-    const low = this.fields[base]!;
-    const high = this.fields[base + 1]!;
-    // One conversion while the address fits a double exactly (high < 2^21); else (grant
-    // addresses, bit 63) the halves are stored and read back as one u64, which allocates one
-    // BigInt instead of four.
-    if (high < 0x20_0000) return BigInt(high * 0x1_0000_0000 + low);
-    addressScratch.setUint32(0, low, true);
-    addressScratch.setUint32(4, high, true);
-    return addressScratch.getBigUint64(0, true);
+    return joinAddress(this.fields[base]!, this.fields[base + 1]!);
   }
 
   length(index: number): number {
@@ -85,6 +111,26 @@ export class DescriptorChain {
         length: this.length(i),
         access: this.isWritable(i) ? 'write' : 'read',
       });
+    }
+    return ranges;
+  }
+
+  /**
+   * The chain's buffers as `DescriptorRange`s, readable first: the same ranges as `ranges()`,
+   * with the address halves for strategies that decode them (no BigInt per buffer).
+   */
+  descriptorRanges(): DescriptorRange[] {
+    const count = this.count;
+    const fields = this.fields;
+    const ranges = new Array<DescriptorRange>(count);
+    for (let i = 0; i < count; i++) {
+      const base = i << 2;
+      ranges[i] = new DescriptorRange(
+        fields[base]!,
+        fields[base + 1]!,
+        fields[base + 2]!,
+        fields[base + 3] === 1 ? 'write' : 'read',
+      );
     }
     return ranges;
   }

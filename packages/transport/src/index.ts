@@ -1,5 +1,5 @@
 export { type ChainIo, ChainReader, ChainWriter, openChain } from './chain-io.js';
-export { DescriptorChain } from './descriptor-chain.js';
+export { DescriptorChain, DescriptorRange } from './descriptor-chain.js';
 export {
   type ControllerHooks,
   type ControllerMetrics,
