@@ -16,4 +16,10 @@ export {
 } from './vhost-user-server.js';
 export type { ChannelEnd } from './vhost-user-socket.js';
 export * as vhostUserWire from './vhost-user-wire.js';
-export { createXenRegionMapper, type XenRegionMapperOptions } from './vhost-user-xen.js';
+export {
+  createXenRegionMapper,
+  DEFAULT_MAX_ADVANCE_PAGES,
+  GrantRegionMemory,
+  type XenGrantStrategy,
+  type XenRegionMapperOptions,
+} from './vhost-user-xen.js';

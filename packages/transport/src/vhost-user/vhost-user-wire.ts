@@ -142,7 +142,13 @@ export const XEN_MMAP_FOREIGN = 0x1;
 export const XEN_MMAP_GRANT = 0x2;
 /** Bit 8: map only what is used, when it is used (rust-vmm's vm-memory spells it 0x8). */
 export const XEN_MMAP_NO_ADVANCE_MAP = 0x100;
-export const XEN_MMAP_KNOWN_FLAGS = XEN_MMAP_FOREIGN | XEN_MMAP_GRANT | XEN_MMAP_NO_ADVANCE_MAP;
+/**
+ * The same meaning as rust-vmm's vm-memory and vhost crates send it (`MmapXenFlags::
+ * NO_ADVANCE_MAP = 0x8`, what xen-vhost-frontend puts on its grant regions): accepted too.
+ */
+export const XEN_MMAP_NO_ADVANCE_MAP_RUST_VMM = 0x8;
+export const XEN_MMAP_KNOWN_FLAGS =
+  XEN_MMAP_FOREIGN | XEN_MMAP_GRANT | XEN_MMAP_NO_ADVANCE_MAP | XEN_MMAP_NO_ADVANCE_MAP_RUST_VMM;
 
 /** Virtio device config space: offset u32, size u32, flags u32, then `size` bytes. */
 export const CONFIG_HEADER_SIZE = 12;
