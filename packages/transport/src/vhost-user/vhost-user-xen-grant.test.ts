@@ -21,8 +21,18 @@ import {
 } from '../split-ring-wire.js';
 import type { DeviceContext, VirtioDevice } from '../virtio-device.js';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1 } from '../virtio-features.js';
+import { createEventFd, TestFrontend } from './vhost-user-frontend.js';
+import { closeFd } from './vhost-user-libc.js';
 import { serveVhostUser, type VhostUserServer } from './vhost-user-server.js';
-import { VHOST_USER_F_PROTOCOL_FEATURES } from './vhost-user-wire.js';
+import {
+  encodeSingleRegion,
+  encodeU64,
+  ProtocolFeature,
+  Request,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  XEN_MMAP_GRANT,
+  XEN_MMAP_NO_ADVANCE_MAP,
+} from './vhost-user-wire.js';
 import { createXenRegionMapper } from './vhost-user-xen.js';
 import { XenGrantFrontend, type XenGrantLayout } from './vhost-user-xen-frontend.js';
 
@@ -196,6 +206,47 @@ describe('vhost-user XEN_MMAP grant regions', () => {
     expect(backendServices.grants.liveMappings()).toBe(0);
     queue.destroy();
     expect(queue.broken).toBe(false);
+  });
+
+  it('adds and removes grant regions one by one (CONFIGURE_MEM_SLOTS)', async () => {
+    const socketPath = join(dir, 'slots.sock');
+    const server = serveVhostUser({
+      socketPath,
+      device: () => echoDevice(),
+      xenMapper: createXenRegionMapper({ grants: backendServices.grants }),
+      offerMemorySlots: true,
+    });
+    servers.push(server);
+    const guest = sim.createDomain({ memoryBytes: 1 << 20 });
+    const frontend = new TestFrontend(socketPath);
+    frontend.send(
+      Request.SET_PROTOCOL_FEATURES,
+      encodeU64(ProtocolFeature.REPLY_ACK | ProtocolFeature.XEN_MMAP | ProtocolFeature.CONFIGURE_MEM_SLOTS),
+    );
+    const region = {
+      guestAddress: GRANT_ADDRESS_FLAG,
+      size: BigInt(guest.grantEntries * 4096),
+      userAddress: 0n,
+      mmapOffset: 0n,
+      xenFlags: XEN_MMAP_GRANT | XEN_MMAP_NO_ADVANCE_MAP,
+      domid: guest.domid,
+    };
+    const fd = createEventFd();
+    try {
+      expect(await frontend.acked(Request.ADD_MEM_REG, encodeSingleRegion(region, true), [fd])).toBe(0n);
+      expect(server.backend!.memory.regions).toHaveLength(1);
+      // Overlapping guest space is refused; the same frontend address (0) is not.
+      const overlapping = { ...region, guestAddress: GRANT_ADDRESS_FLAG + 0x1000n, size: 0x1000n };
+      expect(await frontend.acked(Request.ADD_MEM_REG, encodeSingleRegion(overlapping, true), [fd])).toBe(1n);
+      const next = { ...region, guestAddress: region.guestAddress + region.size, size: 0x1000n };
+      expect(await frontend.acked(Request.ADD_MEM_REG, encodeSingleRegion(next, true), [fd])).toBe(0n);
+      expect(await frontend.acked(Request.REM_MEM_REG, encodeSingleRegion(region, true))).toBe(0n);
+      expect(await frontend.acked(Request.REM_MEM_REG, encodeSingleRegion(region, true))).toBe(1n);
+      expect(server.backend!.memory.regions.map((r) => r.guestAddress)).toEqual([next.guestAddress]);
+    } finally {
+      closeFd(fd);
+      frontend.close();
+    }
   });
 
   it('marks the device broken when a descriptor points outside every region', async () => {
