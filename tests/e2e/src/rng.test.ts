@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInitramfs, fetchGuestKernel, type GuestKernel } from './e2e-guest.js';
 import { BackendProcess, bootGuest, type GuestRun } from './e2e-qemu.js';
+import { QmpClient } from './e2e-qmp.js';
 import { ensureSystemPackages } from './e2e-system.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -102,8 +103,8 @@ describe('virtio-rng in an unmodified Linux guest', () => {
   });
 
   it('keeps the guest device working when the backend is killed and restarted mid-transfer', async () => {
-    // QEMU 7.2's vhost-user-rng cannot start with `reconnect=` (its realize needs the
-    // connection at once), so QEMU listens and the backend dials it, again after a restart.
+    // QEMU listens and the backend dials it, again after a restart (the case below has QEMU
+    // dial with `reconnect=` instead).
     const socket = join(dir, 'restart.sock');
     let backend = new BackendProcess(socket, true);
     const backends = [backend];
@@ -143,6 +144,66 @@ describe('virtio-rng in an unmodified Linux guest', () => {
       expect(backends).toHaveLength(2);
       expect(backends[1]!.log.join('')).toContain('frontend connected');
     } finally {
+      for (const each of backends) await each.kill('SIGTERM');
+    }
+  });
+
+  it('keeps the guest device working when QEMU reconnects (reconnect=1) to a restarted backend', async () => {
+    // QEMU 7.2's vhost-user-rng speaks to its backend in realize (vhost_dev_init), but
+    // `reconnect=` makes the chardev connect asynchronously, so a device on the command line
+    // finds no peer ("Failed to set msg fds") and QEMU exits. QEMU starts paused instead,
+    // the device is plugged with device_add once the chardev is connected, and the guest
+    // boots; after that QEMU dials the restarted backend by itself.
+    const socket = join(dir, 'reconnect.sock');
+    const qmpPath = join(dir, 'reconnect.qmp');
+    let backend = new BackendProcess(socket);
+    const backends = [backend];
+    await backend.start();
+    let restart: Promise<void> | undefined;
+    const running = bootGuest({
+      kernel: kernel.vmlinuz,
+      initrd,
+      devices: [
+        '-S',
+        '-qmp',
+        `unix:${qmpPath},server=on,wait=off`,
+        '-chardev',
+        `socket,id=vu,path=${socket},reconnect=1`,
+      ],
+      args: { case: 'rng', bytes: 1048576, mark: 1 },
+      onLine(line) {
+        if (!line.includes('XVIO-MARK transfer-start') || restart) return;
+        restart = (async () => {
+          await sleep(300);
+          await backend.kill('SIGKILL');
+          await sleep(300);
+          backend = new BackendProcess(socket);
+          backends.push(backend);
+          await backend.start();
+        })();
+      },
+    });
+    const qmp = await QmpClient.open(qmpPath);
+    try {
+      try {
+        await qmp.waitForChardev('vu');
+        await qmp.execute('device_add', { driver: 'vhost-user-rng-pci', chardev: 'vu', id: 'rng0' });
+        await qmp.execute('cont');
+      } catch (error) {
+        await qmp.execute('quit').catch(() => undefined);
+        throw error;
+      }
+      const run = await running;
+      await restart;
+      expect(restart, 'the guest never started its transfer').toBeDefined();
+      expect(run.failures, describeRun(run)).toEqual([]);
+      expect(run.passes, describeRun(run)).toEqual(['rng']);
+      expect(run.results[0]!.bytes).toBe('1048576');
+      // QEMU dialled the second backend, which served the rest of the transfer.
+      expect(backends).toHaveLength(2);
+      expect(backends[1]!.log.join('')).toContain('frontend connected');
+    } finally {
+      qmp.close();
       for (const each of backends) await each.kill('SIGTERM');
     }
   });

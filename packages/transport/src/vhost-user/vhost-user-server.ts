@@ -17,8 +17,9 @@ export interface ServeVhostUserOptions {
   /**
    * Connect to a frontend that listens (`-chardev socket,...,server=on`) instead of
    * listening: the backend retries until the socket accepts, and connects again after a
-   * disconnect. This is how a backend is restarted under QEMU 7.2's vhost-user-rng, which
-   * cannot start with `reconnect=` (its realize needs the connection at once).
+   * disconnect. One of two ways to restart a backend under QEMU 7.2's vhost-user-rng: its
+   * realize needs the connection at once, so with `reconnect=` (QEMU dials) the device can
+   * only be plugged once the chardev is connected (QMP `device_add` into a paused QEMU).
    */
   connect?: boolean;
   /** Delay between connection attempts in `connect` mode. Default 100 ms. */
