@@ -32,7 +32,7 @@ interface VhostUserServer {
 }
 
 interface VhostUserModule {
-  createXenRegionMapper?(options: { foreignMemory: unknown }): unknown;
+  createXenRegionMapper?(options: { foreignMemory?: unknown; grants?: unknown }): unknown;
   serveVhostUser(options: {
     socketPath: string;
     device: () => VirtioDevice;
@@ -128,7 +128,7 @@ export const vhostUserCommand: CommandModule = {
       .option('--once', 'serve one frontend per socket, then exit')
       .option(
         '--xen-mmap',
-        "serve Xen's vhost-user frontends (VHOST_USER_PROTOCOL_F_XEN_MMAP): map their foreign-memory regions through native Xen (dom0 or a driver domain)",
+        "serve Xen's vhost-user frontends (VHOST_USER_PROTOCOL_F_XEN_MMAP) through native Xen (dom0 or a driver domain): foreign regions are mapped through privcmd; grant regions (guest addresses are grant references, as with xen-grant-dma) are mapped through gntdev per request, or in advance for ring regions not flagged NO_ADVANCE_MAP",
       )
       .option(
         '--metrics-port <port>',
@@ -163,15 +163,22 @@ export const vhostUserCommand: CommandModule = {
           await requireNativeXen({ root: '/', uid: process.getuid?.() ?? 0, env: context.env });
           const xen = await loadXenModule();
           const openForeign = xen.openNativeForeignMemory as (() => unknown) | undefined;
-          if (typeof openForeign !== 'function' || typeof vhostUser.createXenRegionMapper !== 'function') {
+          const openGrants = xen.openNativeGrantTables as (() => unknown) | undefined;
+          if (
+            typeof openForeign !== 'function' ||
+            typeof openGrants !== 'function' ||
+            typeof vhostUser.createXenRegionMapper !== 'function'
+          ) {
             throw new CliError(
               'feature-unavailable',
-              '--xen-mmap is not available in this build (no native foreign memory)',
+              '--xen-mmap is not available in this build (no native foreign memory or grant tables)',
             );
           }
           const foreignMemory = openForeign() as { close(): void };
-          xenMapper = vhostUser.createXenRegionMapper({ foreignMemory });
           shutdown.add('native foreign memory', () => foreignMemory.close());
+          const grants = openGrants() as { close(): void };
+          shutdown.add('native grant tables', () => grants.close());
+          xenMapper = vhostUser.createXenRegionMapper({ foreignMemory, grants });
         }
         const metrics = new XvioMetrics();
         const servers: VhostUserServer[] = [];
