@@ -175,6 +175,30 @@ describe('domain destruction', () => {
   });
 });
 
+describe('domain destruction, as xl destroy looks to a backend', () => {
+  it("releases the dead domain's mappings of dom0's grants, removes its home and fires @releaseDomain", async () => {
+    const shared = dom0.grants.share(guest.domid, 1, { readOnly: true });
+    const held = guestServices.grants.map({ domid: 0, refs: shared.refs, writable: false });
+    expectXenError(() => shared.unshare(), 'EBUSY');
+    const released: string[] = [];
+    const watch = await dom0.store.watch('@releaseDomain', {
+      onEvent: (event) => released.push(event.path),
+    });
+    const home = await dom0.store.getDomainPath(guest.domid);
+    expect(await dom0.store.exists(home)).toBe(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toEqual(['@releaseDomain']); // the event every new watch gets
+    sim.destroyDomain(guest.domid);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toEqual(['@releaseDomain', '@releaseDomain']);
+    expect(await dom0.store.exists(home)).toBe(false);
+    expect(held.mapped).toBe(false);
+    expect(guestServices.grants.liveMappings()).toBe(0);
+    shared.unshare();
+    await watch.close();
+  });
+});
+
 describe('grant copy', () => {
   it('copies to and from granted pages with a status per segment', () => {
     const source = guestServices.grants.grantAccess(0, 11, { readOnly: true });

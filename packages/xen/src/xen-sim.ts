@@ -562,8 +562,18 @@ class XenSimulatorImpl implements XenSimulator {
     if (!domain) throw new XenError('ESRCH', 'sim', 'destroy_domain', `no domain ${domid}`);
     if (domid === 0) throw new XenError('EINVAL', 'sim', 'destroy_domain', 'dom0 cannot be destroyed');
     this.ioreq.destroyDomain(domid);
+    // The dying domain's own handles go with it: Xen releases its mappings of other domains'
+    // grants (gnttab_release_mappings), so their granters can end access, and its ports
+    // (deliveries still scheduled to them are dropped).
+    for (const services of this.openServices) {
+      if (services.domid !== domid) continue;
+      services.grants.close();
+      services.events.close();
+    }
     this.events.destroyDomain(domid);
     this.domains.delete(domid);
+    // What `xl destroy` leaves in xenstore: libxl removes the domain's home, and xenstored
+    // fires @releaseDomain once the hypervisor reports the domain dead.
     this.xenstored.releaseDomain(domid);
     // Mappings of its pages stay valid (the memfd pages live while mapped), as Xen keeps a
     // domain's pages until every foreign mapping is gone. The guest's own view of its memory

@@ -4,6 +4,7 @@ export {
   XenbusBackend,
   type XenbusBackendCounters,
   type XenbusBackendOptions,
+  type XenbusGoneReason,
   xenbusPaths,
 } from './xenbus-backend.js';
 export * from './xenbus-state.js';

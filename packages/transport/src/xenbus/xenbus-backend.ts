@@ -12,6 +12,7 @@ import {
   XENBUS_STATE_INIT_WAIT,
   XENBUS_STATE_INITIALISED,
   XENBUS_STATE_INITIALISING,
+  XENBUS_STATE_UNKNOWN,
   type XenbusState,
 } from './xenbus-state.js';
 import {
@@ -64,7 +65,23 @@ export interface XenbusBackendOptions {
   /** Offers `feature-persistent-pool` and loads the frontend's table into this strategy. */
   readonly pool?: PoolLoader;
   readonly onError?: (error: unknown) => void;
+  /**
+   * The frontend died or vanished (X.10.1) and the backend has cleaned up by itself: device
+   * reset, every grant unmapped, event channels unbound, its xenstore directory removed.
+   */
+  readonly onFrontendGone?: (reason: XenbusGoneReason) => void;
 }
+
+/**
+ * How the backend learnt that its frontend is gone (X.10.1):
+ * - `frontend-domain-gone`: `@releaseDomain` fired and the frontend domain's xenstore home
+ *   no longer exists (a destroyed or dead domain);
+ * - `frontend-removed`: the frontend's `state` node disappeared (the toolstack removed the
+ *   frontend directory, as libxl does when it destroys a domain);
+ * - `frontend-unknown`: the frontend's `state` became 0 (Unknown), which Linux backends
+ *   also take as the frontend being gone.
+ */
+export type XenbusGoneReason = 'frontend-domain-gone' | 'frontend-removed' | 'frontend-unknown';
 
 export interface XenbusBackendCounters {
   connects: number;
@@ -77,6 +94,8 @@ export interface XenbusBackendCounters {
   configWrites: number;
   ignoredConfigWrites: number;
   poolPages: number;
+  /** Times the backend found its frontend gone and cleaned up by itself (0 or 1). */
+  frontendGone: number;
 }
 
 /** Paths a toolstack creates for a virtio-xenbus device (what libxl does for vif/vbd). */
@@ -139,6 +158,7 @@ export class XenbusBackend {
     configWrites: 0,
     ignoredConfigWrites: 0,
     poolPages: 0,
+    frontendGone: 0,
   };
   private state: XenbusState = XENBUS_STATE_INITIALISING;
   private configPage: SharedGrantPages | undefined;
@@ -149,6 +169,9 @@ export class XenbusBackend {
   private watches: XenStoreWatch[] = [];
   private lastConfigWrite = '';
   private closed = false;
+  /** The frontend's `state` node existed once: its disappearance then means the frontend is gone. */
+  private frontendSeen = false;
+  private goneReason: XenbusGoneReason | undefined;
   /** Serialises reactions to xenstore events: one state change at a time. */
   private work: Promise<void> = Promise.resolve();
 
@@ -168,6 +191,18 @@ export class XenbusBackend {
 
   get xenbusState(): XenbusState {
     return this.state;
+  }
+
+  /** The local ports of the event channels bound now (none once disconnected). */
+  get eventChannelPorts(): number[] {
+    return [this.control, ...this.queueChannels].flatMap((channel) =>
+      channel && !channel.closed ? [channel.localPort] : [],
+    );
+  }
+
+  /** Why the backend cleaned up by itself, once it has (X.10.1). */
+  get gone(): XenbusGoneReason | undefined {
+    return this.goneReason;
   }
 
   /** Publishes the device and waits in InitWait for a frontend. */
@@ -208,6 +243,10 @@ export class XenbusBackend {
       await store.watch(`${this.paths.backend}/online`, {
         onEvent: () => this.schedule(() => this.onlineChanged()),
       }),
+      // Fires when any domain is released (dies, or is shut down and then destroyed).
+      await store.watch('@releaseDomain', {
+        onEvent: () => this.schedule(() => this.domainReleased()),
+      }),
     );
   }
 
@@ -244,11 +283,30 @@ export class XenbusBackend {
       .then((online) => online === '0');
   }
 
+  /** `@releaseDomain`: is it our frontend? Its xenstore home goes with the domain (libxl removes it). */
+  private async domainReleased(): Promise<void> {
+    if (this.closed) return;
+    const { store } = this.options.services;
+    const home = await store.getDomainPath(this.options.frontendDomid);
+    if (!(await store.exists(home))) await this.frontendGone('frontend-domain-gone');
+  }
+
   private async frontendChanged(): Promise<void> {
     if (this.closed) return;
-    const frontend = parseXenbusState(
-      await this.options.services.store.tryRead(`${this.paths.frontend}/state`),
-    );
+    const raw = await this.options.services.store.tryRead(`${this.paths.frontend}/state`);
+    // X.10.1: a `state` node that disappeared, or Unknown (0), means the frontend is gone
+    // (Linux's backends unregister the device on XenbusStateUnknown). A malformed value is
+    // only ignored (X.3.3), and a node never seen yet may still be on its way.
+    if (raw === undefined) {
+      if (this.frontendSeen) await this.frontendGone('frontend-removed');
+      return;
+    }
+    this.frontendSeen = true;
+    if (raw.trim() === String(XENBUS_STATE_UNKNOWN)) {
+      await this.frontendGone('frontend-unknown');
+      return;
+    }
+    const frontend = parseXenbusState(raw);
     switch (frontend) {
       case XENBUS_STATE_INITIALISED:
         if (this.state === XENBUS_STATE_INIT_WAIT) await this.connect();
@@ -430,10 +488,17 @@ export class XenbusBackend {
   }
 
   private unbind(): void {
-    this.control?.close();
+    const channels = [this.control, ...this.queueChannels];
     this.control = undefined;
-    for (const channel of this.queueChannels) channel?.close();
     this.queueChannels = [];
+    for (const channel of channels) {
+      try {
+        channel?.close();
+      } catch (error) {
+        // The port is released with our handle anyway; the others must still be unbound.
+        this.options.onError?.(error);
+      }
+    }
   }
 
   /** Stops the device and forgets the connection (the memory strategy unmaps everything). */
@@ -444,16 +509,18 @@ export class XenbusBackend {
     this.refreshConfigPage();
   }
 
-  /** Device removal or backend shutdown: disconnect, write Closed, end the config page grant. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.work;
-    for (const watch of this.watches) await watch.close();
-    this.watches = [];
-    this.disconnect();
-    if (await this.options.services.store.exists(this.paths.backend))
-      await this.setState(XENBUS_STATE_CLOSED);
+  private async closeWatches(): Promise<void> {
+    const watches = this.watches.splice(0);
+    for (const watch of watches) {
+      try {
+        await watch.close();
+      } catch (error) {
+        this.options.onError?.(error);
+      }
+    }
+  }
+
+  private endConfigGrant(): void {
     try {
       this.configPage?.unshare();
     } catch (error) {
@@ -462,6 +529,52 @@ export class XenbusBackend {
     }
     this.configPage = undefined;
     this.configView = undefined;
+  }
+
+  /**
+   * X.10.1: the frontend is gone. Clean up unaided: reset the device and unmap every grant,
+   * unbind the event channels, end the config page grant, write Closed, then remove the
+   * backend directory (nobody else will: the frontend's toolstack destroyed a domain, not
+   * our device) and its per-frontend parent when that is left empty.
+   */
+  private async frontendGone(reason: XenbusGoneReason): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.goneReason = reason;
+    this.counters.frontendGone++;
+    await this.closeWatches();
+    this.disconnect();
+    this.endConfigGrant();
+    const { store } = this.options.services;
+    const base = this.paths.backend;
+    try {
+      if (await store.exists(base)) {
+        await this.setState(XENBUS_STATE_CLOSED);
+        await store.rm(base);
+      }
+      const parent = base.slice(0, base.lastIndexOf('/'));
+      const siblings = await store.directory(parent).catch(() => undefined);
+      if (siblings?.length === 0) await store.rm(parent);
+    } catch (error) {
+      this.options.onError?.(error);
+    }
+    this.options.onFrontendGone?.(reason);
+  }
+
+  /** Device removal or backend shutdown: disconnect, write Closed, end the config page grant. */
+  async close(): Promise<void> {
+    if (this.closed) {
+      // Already closed, or cleaning up after its frontend (X.10.1): wait for that to end.
+      await this.work;
+      return;
+    }
+    this.closed = true;
+    await this.work;
+    await this.closeWatches();
+    this.disconnect();
+    if (await this.options.services.store.exists(this.paths.backend))
+      await this.setState(XENBUS_STATE_CLOSED);
+    this.endConfigGrant();
   }
 
   /**
