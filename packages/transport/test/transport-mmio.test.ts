@@ -1,3 +1,4 @@
+import { type IoreqServer, XenError } from '@xvio/xen';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   LibxlMmioDevice,
@@ -115,6 +116,48 @@ describe('virtio-mmio through the simulator', () => {
     expect(isa.map((e) => ('level' in e ? e.level : -1))).toEqual([1, 0]);
     expect(transport.interrupt.counters.failures).toBe(0);
     transport.close();
+  });
+
+  it('close resets the device and unmaps guest memory even when Xen no longer has the server (guest gone)', async () => {
+    fixture = await simFixture('hvm');
+    const errors: unknown[] = [];
+    const real = fixture.server;
+    // What real Xen answers once the guest's domain, and with it the ioreq server, is destroyed.
+    const server = Object.create(real) as IoreqServer;
+    server.claimMmio = (start, length, handler, options) => {
+      const claim = real.claimMmio(start, length, handler, options);
+      return {
+        close: () => {
+          claim.close();
+          throw new XenError('ENOENT', 'devicemodel', 'unmap_io_range_from_ioreq_server');
+        },
+      };
+    };
+    const memory = foreignMemory(fixture);
+    const transport = new MmioTransport({
+      server,
+      device: templateDevice(),
+      memory,
+      base: 0xfeb0_0000n,
+      interrupt: { kind: 'none' },
+      onError: (error) => errors.push(error),
+    });
+    real.enable();
+    const driver = await MmioGuestDriver.probe(fixture.sim, {
+      domid: fixture.guest.domid,
+      base: 0xfeb0_0000n,
+      dma: physicalDma(),
+    });
+    await driver.request(0, [{ data: text('gone') }, { writable: 12 }]);
+    await driver.quiesce();
+    expect(memory.liveMappings()).toBeGreaterThan(0);
+    expect(() => transport.close()).not.toThrow();
+    expect(errors.some((e) => XenError.isInstance(e) && e.code === 'ENOENT')).toBe(true);
+    expect(memory.liveMappings()).toBe(0);
+    expect(transport.controller.status).toBe(0);
+    expect(transport.closed).toBe(true);
+    transport.close(); // idempotent: nothing more is reported
+    expect(errors.filter((e) => XenError.isInstance(e))).toHaveLength(1);
   });
 
   it('counts a host interrupt failure (set_irq_level on x86) without failing the guest', async () => {

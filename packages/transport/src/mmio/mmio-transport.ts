@@ -37,9 +37,11 @@ export class MmioTransport {
   readonly interrupt: InterruptLine;
   readonly base: bigint;
   private claim: IoClaim | undefined;
+  private readonly onError: ((error: unknown) => void) | undefined;
 
   constructor(options: MmioTransportOptions) {
     this.base = options.base;
+    this.onError = options.onError;
     this.interrupt = new InterruptLine(options.server, options.interrupt, options.onError);
     const controllerOptions = {
       memory: options.memory,
@@ -77,8 +79,16 @@ export class MmioTransport {
   /** Resets the device, lowers the line and gives the window back to Xen. Idempotent. */
   close(): void {
     if (!this.claim) return;
-    this.claim.close();
+    const claim = this.claim;
     this.claim = undefined;
+    // When the guest is gone, Xen has destroyed the ioreq server with the domain and giving the
+    // window back fails (ENOENT, seen on real Xen after a guest powered off): report it, but
+    // never skip the reset that unmaps guest memory (a mapping kept holds the dead domain).
+    try {
+      claim.close();
+    } catch (error) {
+      this.onError?.(error);
+    }
     this.controller.reset();
     this.interrupt.lower();
   }
