@@ -1,4 +1,5 @@
 import type { GuestMemory } from '@xvio/grant-pool';
+import { USED_IDX } from './split-ring-wire.js';
 import type { DeviceContext, VirtioDevice } from './virtio-device.js';
 import { DeviceError, VirtioError } from './virtio-errors.js';
 import {
@@ -18,7 +19,7 @@ import {
   STATUS_FAILED,
   STATUS_FEATURES_OK,
 } from './virtio-status.js';
-import type { Virtqueue } from './virtqueue.js';
+import type { Virtqueue, VirtqueueState } from './virtqueue.js';
 import { createVirtqueue } from './virtqueue-factory.js';
 
 /** How the driver configured one queue through the transport's registers. */
@@ -28,6 +29,17 @@ export interface QueueSetup {
   driver: bigint;
   device: bigint;
   ready: boolean;
+}
+
+/**
+ * What a transport keeps of the controller to hand a running driver to another backend
+ * process (backend restart): everything the driver wrote through the transport.
+ */
+export interface ControllerSnapshot {
+  readonly status: number;
+  readonly driverFeatures: bigint;
+  readonly generation: number;
+  readonly queues: readonly QueueSetup[];
 }
 
 /** How the controller reaches the driver: the transport's interrupt mechanism. */
@@ -188,25 +200,76 @@ export class DeviceController {
     return true;
   }
 
+  /** What the driver set up, for `restore` in another controller (a restarted backend). */
+  snapshot(): ControllerSnapshot {
+    return {
+      status: this.statusValue,
+      driverFeatures: this.driverFeaturesValue,
+      generation: this.generation,
+      queues: this.queueSetups.map((setup) => ({ ...setup })),
+    };
+  }
+
+  /**
+   * Takes over a driver that another controller served (the backend process was restarted)
+   * from its `snapshot`. A device that was running (DRIVER_OK, no NEEDS_RESET) is activated
+   * again, each split queue resuming at its used ring's `idx` in guest memory: what the
+   * driver has seen completed. Chains the previous backend took but never completed are then
+   * served again, as vhost-user backends resume without an inflight area; this is exact for
+   * devices that complete each queue's chains in order. Every ready queue is then looked at
+   * once, since the driver's kicks went to the previous backend. A ring that cannot be
+   * resumed (packed: its wrap counters were lost with the process) sets NEEDS_RESET with a
+   * configuration interrupt (2.1.2), so the driver resets the device and sets it up again.
+   */
+  restore(snapshot: ControllerSnapshot): void {
+    this.stop();
+    this.abort = undefined;
+    this.queues = [];
+    this.queueSetups = this.device.queueMaxSizes.map((max, index) => {
+      const saved = snapshot.queues[index];
+      return saved ? { ...saved } : emptySetup(max);
+    });
+    this.driverFeaturesValue = snapshot.driverFeatures;
+    this.generation = snapshot.generation >>> 0;
+    this.statusValue = snapshot.status & 0xff;
+    const status = this.statusValue;
+    if (!(status & STATUS_DRIVER_OK) || status & (STATUS_FAILED | STATUS_DEVICE_NEEDS_RESET)) return;
+    this.activate(true);
+    if (!this.running) return;
+    for (let index = 0; index < this.queues.length; index++) {
+      if (this.queues[index]) this.device.notify(index);
+    }
+  }
+
   /** Starts the device with the ready queues; failures set NEEDS_RESET. */
-  private activate(): void {
+  private activate(resume = false): void {
     const features = this.driverFeaturesValue;
     const abort = new AbortController();
     this.abort = abort;
     try {
       const packed = hasFeature(features, VIRTIO_F_RING_PACKED);
+      if (resume && packed) {
+        throw new DeviceError(
+          'activation-failed',
+          `${this.device.name} cannot resume packed rings: their positions and wrap counters were lost`,
+        );
+      }
       this.queues = this.queueSetups.map((setup, index) =>
         setup.ready
-          ? createVirtqueue(this.memoryValue, {
-              size: setup.size,
-              maxSize: this.queueMaxSize(index),
-              desc: setup.desc,
-              driver: setup.driver,
-              device: setup.device,
-              eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX),
-              indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC),
-              packed,
-            })
+          ? createVirtqueue(
+              this.memoryValue,
+              {
+                size: setup.size,
+                maxSize: this.queueMaxSize(index),
+                desc: setup.desc,
+                driver: setup.driver,
+                device: setup.device,
+                eventIdx: hasFeature(features, VIRTIO_F_EVENT_IDX),
+                indirect: hasFeature(features, VIRTIO_F_INDIRECT_DESC),
+                packed,
+              },
+              resume ? this.usedPosition(setup.device) : undefined,
+            )
           : undefined,
       );
       const context: DeviceContext = {
@@ -233,6 +296,14 @@ export class DeviceController {
           : new DeviceError('activation-failed', `${this.device.name} failed to activate`, { cause: error }),
       );
     }
+  }
+
+  /** Where a split queue resumes: its used ring's idx as the guest sees it. */
+  private usedPosition(device: bigint): VirtqueueState {
+    const bytes = new Uint8Array(2);
+    this.memoryValue.read(device + BigInt(USED_IDX), bytes);
+    const used = (bytes[0] as number) | ((bytes[1] as number) << 8);
+    return { nextAvail: used, nextUsed: used };
   }
 
   /** The device is in an error state the driver must reset (spec 2.1.2). Counted, never thrown. */

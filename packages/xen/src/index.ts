@@ -45,6 +45,7 @@ export {
 } from './xen-grant-tables.js';
 export * from './xen-grant-wire.js';
 export type {
+  ClaimOptions,
   IoClaim,
   IoHandler,
   IoRequest,
@@ -56,7 +57,7 @@ export type {
   PciConfigRequest,
   PortRequest,
 } from './xen-ioreq-server.js';
-export { createIoreqServer, type IoreqServerServices } from './xen-ioreq-server.js';
+export { adoptIoreqServer, createIoreqServer, type IoreqServerServices } from './xen-ioreq-server.js';
 export * from './xen-ioreq-wire.js';
 export {
   openNativeDeviceModel,

@@ -87,6 +87,15 @@ export interface IoClaim {
   close(): void;
 }
 
+export interface ClaimOptions {
+  /**
+   * The range is already mapped to this server in Xen (an adopted server keeps the ranges its
+   * previous owner claimed): route it here without XEN_DMOP_map_io_range_to_ioreq_server, so no
+   * guest access falls through to another device model while the owner changes.
+   */
+  readonly adopt?: boolean;
+}
+
 export interface IoreqServerStats {
   /** Requests answered (every type, including INVALIDATE). */
   answered: number;
@@ -102,6 +111,8 @@ export interface IoreqServerStats {
   unsupported: number;
   /** Slots found in a state the protocol does not allow (counted, ignored). */
   protocolErrors: number;
+  /** Requests a previous owner took (IOREQ_INPROCESS) and never answered, handled after adoption. */
+  resumed: number;
 }
 
 export interface IoreqServerOptions {
@@ -125,11 +136,11 @@ export interface IoreqServer {
   readonly vcpus: number;
   readonly stats: Readonly<IoreqServerStats>;
   /** Claims guest-physical `[start, start + length)` for MMIO. */
-  claimMmio(start: bigint, length: bigint, handler: IoHandler<MmioRequest>): IoClaim;
+  claimMmio(start: bigint, length: bigint, handler: IoHandler<MmioRequest>, options?: ClaimOptions): IoClaim;
   /** Claims I/O ports `[start, start + length)`. */
-  claimPorts(start: number, length: number, handler: IoHandler<PortRequest>): IoClaim;
+  claimPorts(start: number, length: number, handler: IoHandler<PortRequest>, options?: ClaimOptions): IoClaim;
   /** Claims a PCI function's configuration space. */
-  claimPciDevice(pci: PciAddress, handler: IoHandler<PciConfigRequest>): IoClaim;
+  claimPciDevice(pci: PciAddress, handler: IoHandler<PciConfigRequest>, options?: ClaimOptions): IoClaim;
   /** XEN_DMOP_set_ioreq_server_state(1). */
   enable(): void;
   /** XEN_DMOP_set_ioreq_server_state(0). */
@@ -143,6 +154,14 @@ export interface IoreqServer {
   inFlight(): number[];
   /** Disables, unclaims, unbinds the event channels, unmaps the pages and destroys the server. */
   close(): Promise<void>;
+  /**
+   * Lets go of the server without touching it in Xen: unbinds the event channels and unmaps
+   * the pages, leaving the server, its claims and any request a vCPU waits on as they are
+   * (what an exiting process leaves behind). `adoptIoreqServer` takes it over. Idempotent.
+   */
+  abandon(): void;
+  /** True for a server taken over with `adoptIoreqServer`. */
+  readonly adopted: boolean;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -191,6 +210,7 @@ class IoreqServerImpl implements IoreqServer {
   readonly domid: number;
   readonly id: number;
   readonly vcpus: number;
+  readonly adopted: boolean;
   readonly stats: IoreqServerStats = {
     answered: 0,
     invalidates: 0,
@@ -199,6 +219,7 @@ class IoreqServerImpl implements IoreqServer {
     handlerErrors: 0,
     unsupported: 0,
     protocolErrors: 0,
+    resumed: 0,
   };
   private readonly page: ForeignMapping;
   private readonly view: DataView;
@@ -215,10 +236,18 @@ class IoreqServerImpl implements IoreqServer {
   constructor(
     private readonly services: IoreqServerServices,
     private readonly options: IoreqServerOptions,
+    adoptId?: number,
   ) {
     const { deviceModel, foreignMemory, events } = services;
     this.domid = options.domid;
-    const bufioreq = options.bufioreq ?? 'off';
+    this.adopted = adoptId !== undefined;
+    // An adopted server keeps the buffered mode it was created with: Xen tells whether it has
+    // a buffered page by giving its port (XEN_DMOP_get_ioreq_server_info, which also fails
+    // with ENOENT for no such server and EPERM for a server another domain emulates).
+    const adoptedBufPort =
+      adoptId === undefined ? undefined : deviceModel.getBufioreqPort(this.domid, adoptId);
+    const bufioreq =
+      adoptId === undefined ? (options.bufioreq ?? 'off') : adoptedBufPort === undefined ? 'off' : 'atomic';
     this.vcpus = deviceModel.nrVcpus(this.domid);
     if (this.vcpus > SHARED_IOPAGE_MAX_VCPUS) {
       throw new XenError(
@@ -228,7 +257,7 @@ class IoreqServerImpl implements IoreqServer {
         `${this.vcpus} vCPUs need more than one ioreq page`,
       );
     }
-    this.id = deviceModel.createIoreqServer(this.domid, bufioreq);
+    this.id = adoptId ?? deviceModel.createIoreqServer(this.domid, bufioreq);
     try {
       this.page = foreignMemory.mapResource(
         this.domid,
@@ -256,25 +285,31 @@ class IoreqServerImpl implements IoreqServer {
           this.bufPage.bytes.byteOffset,
           this.bufPage.bytes.byteLength,
         );
-        const bufPort = deviceModel.getBufioreqPort(this.domid, this.id);
+        const bufPort = adoptedBufPort ?? deviceModel.getBufioreqPort(this.domid, this.id);
         if (bufPort !== undefined) {
           this.bufChannel = events.bindInterdomain(this.domid, bufPort);
           this.bufChannel.onEvent(() => this.drainBuffered());
         }
       }
     } catch (error) {
-      this.release();
+      if (this.adopted) this.unbindAndUnmap();
+      else this.release();
       throw error;
     }
   }
 
-  claimMmio(start: bigint, length: bigint, handler: IoHandler<MmioRequest>): IoClaim {
+  claimMmio(
+    start: bigint,
+    length: bigint,
+    handler: IoHandler<MmioRequest>,
+    options: ClaimOptions = {},
+  ): IoClaim {
     if (length <= 0n || start < 0n) throw new XenError('EINVAL', 'devicemodel', 'claim_mmio', 'empty range');
     const end = start + length - 1n;
     if (this.mmio.some((c) => c.start <= end && start <= c.end)) {
       throw new XenError('EEXIST', 'devicemodel', 'claim_mmio', 'overlaps a claimed range');
     }
-    this.services.deviceModel.mapIoRange(this.domid, this.id, 'memory', start, end);
+    if (!options.adopt) this.services.deviceModel.mapIoRange(this.domid, this.id, 'memory', start, end);
     const claim: MmioClaim = { start, end, handler };
     this.mmio.push(claim);
     return this.claimHandle(() => {
@@ -283,7 +318,12 @@ class IoreqServerImpl implements IoreqServer {
     });
   }
 
-  claimPorts(start: number, length: number, handler: IoHandler<PortRequest>): IoClaim {
+  claimPorts(
+    start: number,
+    length: number,
+    handler: IoHandler<PortRequest>,
+    options: ClaimOptions = {},
+  ): IoClaim {
     const end = start + length - 1;
     if (!Number.isInteger(start) || !Number.isInteger(length) || length <= 0 || start < 0 || end > 0xffff) {
       throw new XenError('EINVAL', 'devicemodel', 'claim_ports', 'ports must lie in 0..0xffff');
@@ -291,7 +331,8 @@ class IoreqServerImpl implements IoreqServer {
     if (this.ports.some((c) => c.start <= end && start <= c.end)) {
       throw new XenError('EEXIST', 'devicemodel', 'claim_ports', 'overlaps a claimed range');
     }
-    this.services.deviceModel.mapIoRange(this.domid, this.id, 'port', BigInt(start), BigInt(end));
+    if (!options.adopt)
+      this.services.deviceModel.mapIoRange(this.domid, this.id, 'port', BigInt(start), BigInt(end));
     const claim: PortClaim = { start, end, handler };
     this.ports.push(claim);
     return this.claimHandle(() => {
@@ -300,11 +341,11 @@ class IoreqServerImpl implements IoreqServer {
     });
   }
 
-  claimPciDevice(pci: PciAddress, handler: IoHandler<PciConfigRequest>): IoClaim {
+  claimPciDevice(pci: PciAddress, handler: IoHandler<PciConfigRequest>, options: ClaimOptions = {}): IoClaim {
     const sbdf = pciSbdf(pci.segment, pci.bus, pci.device, pci.function);
     if (this.pci.has(sbdf))
       throw new XenError('EEXIST', 'devicemodel', 'claim_pci', 'function already claimed');
-    this.services.deviceModel.mapPciDevice(this.domid, this.id, pci);
+    if (!options.adopt) this.services.deviceModel.mapPciDevice(this.domid, this.id, pci);
     this.pci.set(sbdf, handler);
     return this.claimHandle(() => {
       this.pci.delete(sbdf);
@@ -336,7 +377,9 @@ class IoreqServerImpl implements IoreqServer {
       channel.onEvent(() => this.service(vcpu));
       this.channels.push(channel);
     }
-    for (let vcpu = 0; vcpu < this.vcpus; vcpu++) this.service(vcpu);
+    // A slot left IOREQ_INPROCESS was taken by a previous owner that never answered (it
+    // exited mid-request): its vCPU still waits, so it is handled again here.
+    for (let vcpu = 0; vcpu < this.vcpus; vcpu++) this.service(vcpu, true);
   }
 
   disable(): void {
@@ -369,12 +412,14 @@ class IoreqServerImpl implements IoreqServer {
   }
 
   /** The vCPU's port fired: handle its slot if Xen published a request. */
-  private service(vcpu: number): void {
+  private service(vcpu: number, sweep = false): void {
     if (this.closed) return;
     const offset = ioreqOffset(vcpu);
     const state = readIoreqState(this.view, offset);
     // A kick without STATE_IOREQ_READY is a duplicate or stale notification; the slot may be ours already.
-    if (state !== STATE_IOREQ_READY) return;
+    const orphan = sweep && state === STATE_IOREQ_INPROCESS && !this.busy.has(vcpu);
+    if (state !== STATE_IOREQ_READY && !orphan) return;
+    if (orphan) this.stats.resumed++;
     if (this.busy.has(vcpu)) {
       this.stats.protocolErrors++;
       return;
@@ -543,16 +588,26 @@ class IoreqServerImpl implements IoreqServer {
     view.setUint32(BUFFERED_IOPAGE_READ_POINTER, read, true);
   }
 
-  private release(): void {
+  private unbindAndUnmap(): void {
     for (const channel of this.channels) channel.close();
     this.bufChannel?.close();
     if (this.page?.mapped) this.page.unmap();
     if (this.bufPage?.mapped) this.bufPage.unmap();
+  }
+
+  private release(): void {
+    this.unbindAndUnmap();
     try {
       this.services.deviceModel.destroyIoreqServer(this.domid, this.id);
     } catch (error) {
       this.report(error, undefined);
     }
+  }
+
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unbindAndUnmap();
   }
 
   async close(): Promise<void> {
@@ -575,4 +630,19 @@ const NO_ANSWER = Symbol('no-answer');
  */
 export function createIoreqServer(services: IoreqServerServices, options: IoreqServerOptions): IoreqServer {
   return new IoreqServerImpl(services, options);
+}
+
+/**
+ * Takes over the ioreq server `id` of `options.domid` that another process of this domain
+ * created (Xen keeps a server until its emulating domain destroys it, whatever becomes of the
+ * process): maps its pages, and on `enable()` binds its vCPU ports again and answers every
+ * request a vCPU waits on, including one its previous owner took and never answered. Claims
+ * the previous owner made stay in Xen: register their handlers with `{ adopt: true }`.
+ * Throws `XenError` `ENOENT` (no such server) or `EPERM` (another domain emulates it).
+ */
+export function adoptIoreqServer(
+  services: IoreqServerServices,
+  options: IoreqServerOptions & { readonly id: number },
+): IoreqServer {
+  return new IoreqServerImpl(services, options, options.id);
 }

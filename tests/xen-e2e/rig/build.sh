@@ -36,7 +36,8 @@ rm -rf "$domu"
 mkdir -p "$domu"/{bin,proc,sys,dev,tmp,lib/modules}
 cp /bin/busybox "$domu/bin/busybox"
 for applet in $("$domu/bin/busybox" --list); do [ -e "$domu/bin/$applet" ] || ln -s busybox "$domu/bin/$applet"; done
-for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko; do
+for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko \
+  net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko drivers/char/virtio_console.ko; do
   cp "x/lib/modules/$kernel_version/kernel/$m" "$domu/lib/modules/"
 done
 cp "$here/rig/domu-init.sh" "$domu/init"
@@ -46,6 +47,7 @@ chmod +x "$domu/init"
 # The dom0 program: one ESM bundle; koffi stays a package beside it (it loads a native module).
 node "$here/rig/bundle.mjs" "$work/dom0-xvio.mjs"
 node "$here/rig/bundle.mjs" "$work/domu-xvio.mjs" domu/domu-xenbus.ts
+node "$here/rig/bundle.mjs" "$work/dom0-pci-backend.mjs" dom0/dom0-pci-backend.ts
 
 root=$work/rootfs
 rm -rf "$root"
@@ -54,7 +56,7 @@ cp /bin/busybox "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"; done
 modules=x/lib/modules/$kernel_version/kernel
 mkdir -p "$root/lib/modules"
-for m in drivers/xen/xen-evtchn.ko drivers/xen/xen-gntdev.ko drivers/xen/xen-gntalloc.ko drivers/xen/xen-privcmd.ko drivers/xen/xenfs/xenfs.ko; do
+for m in drivers/xen/xen-evtchn.ko drivers/xen/xen-gntdev.ko drivers/xen/xen-gntalloc.ko drivers/xen/xen-privcmd.ko drivers/xen/xenfs/xenfs.ko drivers/net/tun.ko; do
   cp "$modules/$m" "$root/lib/modules/"
 done
 xbin=x/usr/lib/xen-4.17/bin
@@ -83,6 +85,8 @@ echo 'root:x:0:' > "$root/etc/group"
 cp "$work/dom0-xvio.mjs" "$root/opt/xvio/dom0-xvio.mjs"
 # The PVH guest's frontend: dom0 assembles that guest's initramfs from its own files.
 cp "$work/domu-xvio.mjs" "$root/opt/xvio/domu-xvio.mjs"
+# The stand-alone PCI backend process the backend-restart case kills and starts again.
+cp "$work/dom0-pci-backend.mjs" "$root/opt/xvio/dom0-pci-backend.mjs"
 cp "$here/rig/domu-node-init.sh" "$root/opt/xvio/domu-node-init.sh"
 node "$here/rig/copy-package.mjs" koffi "$root/opt/xvio/node_modules"
 # HVM guests: hvmloader, SeaBIOS, and Debian's qemu-system-xen as the device model.

@@ -4,6 +4,7 @@ import { DeviceController } from '../device-controller.js';
 import type { VirtioDevice } from '../virtio-device.js';
 import { featureWord, setFeatureWord, VIRTIO_F_RING_PACKED } from '../virtio-features.js';
 import { STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK } from '../virtio-status.js';
+import { PCI_TRANSPORT_STATE_VERSION, PciStateError, type PciTransportState } from './pci-state.js';
 import {
   BAR_COMMON_OFFSET,
   BAR_DEVICE_LENGTH,
@@ -114,6 +115,20 @@ export interface PciTransportOptions {
   readonly packed?: boolean;
   /** Host faults (claims and interrupt hypercalls that failed) and guest faults that set NEEDS_RESET. */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Takes over the function from a previous backend process (`snapshot()` of its transport):
+   * configuration space, BAR placement, MSI-X table, feature and queue setup, device status.
+   * A running device resumes where the used rings say (`DeviceController.restore`). With an
+   * adopted ioreq server the function and BAR are the server's already in Xen and are only
+   * registered here. Throws `PciStateError` when the state is for another function or device.
+   */
+  readonly restore?: PciTransportState;
+  /**
+   * Called after every guest access that may have changed what `snapshot()` returns (writes
+   * to configuration space and to the BAR other than notifications) and after a fault set
+   * NEEDS_RESET: the moment to persist the state for a restarted backend.
+   */
+  readonly onStateChange?: (transport: PciTransport) => void;
 }
 
 /** What the function did with accesses the specs do not allow: counted, never thrown. */
@@ -210,7 +225,10 @@ export class PciTransport {
       },
       transportMask: options.packed === false ? VIRTIO_F_RING_PACKED : 0n,
       platformFeatures: options.platformFeatures ?? 0n,
-      ...(options.onError ? { onFault: options.onError } : {}),
+      onFault: (error) => {
+        options.onError?.(error);
+        options.onStateChange?.(this);
+      },
     });
     // One vector for configuration changes and one per queue, as Linux asks for first.
     this.vectorCount = Math.min(this.controller.queueCount + 1, 64);
@@ -222,7 +240,79 @@ export class PciTransport {
     this.pending = new Array<boolean>(this.vectorCount).fill(false);
     this.queueVectors = this.freshVectors();
     this.buildConfigSpace(options.device);
-    this.configClaim = options.server.claimPciDevice(options.pci, (request) => this.handleConfig(request));
+    const restore = options.restore;
+    // Xen still routes the function (and BAR) to an adopted server: register, do not map again.
+    const adopt = restore !== undefined && options.server.adopted === true;
+    if (restore) this.applyState(restore);
+    this.configClaim = options.server.claimPciDevice(options.pci, (request) => this.handleConfig(request), {
+      adopt,
+    });
+    if (restore) {
+      this.updateBarClaim(adopt && restore.barClaim === this.barAddress);
+      this.controller.restore(restore.controller);
+    }
+  }
+
+  /** What a restarted backend needs to go on serving this function (see `PciTransportOptions.restore`). */
+  snapshot(): PciTransportState {
+    const pendingVectors: number[] = [];
+    this.pending.forEach((pending, vector) => {
+      if (pending) pendingVectors.push(vector);
+    });
+    return {
+      version: PCI_TRANSPORT_STATE_VERSION,
+      pci: { ...this.pci },
+      deviceType: this.controller.device.deviceType,
+      config: this.config.slice(),
+      msixTable: new Uint8Array(this.msixTable.buffer.slice(0)),
+      pendingVectors,
+      isr: this.isr,
+      intxLevel: this.intxLevel,
+      intxWire: this.intxWire,
+      deviceFeatureSelect: this.deviceFeatureSelect,
+      driverFeatureSelect: this.driverFeatureSelect,
+      queueSelect: this.queueSelect,
+      configVector: this.configVector,
+      queueVectors: this.queueVectors.map((entry) => entry.vector),
+      barClaim: this.barClaim?.address,
+      controller: this.controller.snapshot(),
+    };
+  }
+
+  private applyState(state: PciTransportState): void {
+    const same = (a: PciAddress, b: PciAddress) =>
+      a.segment === b.segment && a.bus === b.bus && a.device === b.device && a.function === b.function;
+    if (!same(state.pci, this.pci) || state.deviceType !== this.controller.device.deviceType) {
+      throw new PciStateError(
+        'state-mismatch',
+        `the state is for device type ${state.deviceType} at ${state.pci.bus}:${state.pci.device}.${state.pci.function}`,
+      );
+    }
+    if (state.msixTable.length !== this.vectorCount * MSIX_ENTRY_SIZE) {
+      throw new PciStateError(
+        'state-mismatch',
+        `the state has ${state.msixTable.length / MSIX_ENTRY_SIZE} MSI-X vectors, this device ${this.vectorCount}`,
+      );
+    }
+    // Only the bits the guest could have written come from the state; the rest is what this
+    // device is (a tampered state cannot change the vendor, capabilities or BAR size).
+    for (let offset = 0; offset < PCI_CONFIG_SPACE_SIZE; offset++) {
+      const mask = this.writable[offset] as number;
+      this.config[offset] =
+        ((this.config[offset] as number) & ~mask) | ((state.config[offset] as number) & mask);
+    }
+    new Uint8Array(this.msixTable.buffer).set(state.msixTable);
+    for (const vector of state.pendingVectors) if (vector < this.vectorCount) this.pending[vector] = true;
+    this.isr = state.isr;
+    this.intxLevel = state.intxLevel;
+    this.intxWire = state.intxWire;
+    this.deviceFeatureSelect = state.deviceFeatureSelect;
+    this.driverFeatureSelect = state.driverFeatureSelect;
+    this.queueSelect = state.queueSelect;
+    this.configVector = this.checkVector(state.configVector);
+    this.queueVectors.forEach((entry, index) => {
+      entry.vector = this.checkVector(state.queueVectors[index] ?? VIRTIO_MSI_NO_VECTOR);
+    });
   }
 
   private freshVectors(): QueueVectors[] {
@@ -329,6 +419,7 @@ export class PciTransport {
     }
     this.counters.configWrites++;
     this.writeConfigSpace(register, size, request.value);
+    this.options.onStateChange?.(this);
     return undefined;
   }
 
@@ -394,7 +485,7 @@ export class PciTransport {
   }
 
   /** Claims BAR 0 where the guest put it (memory decoding on); releases it when moved or disabled. */
-  private updateBarClaim(): void {
+  private updateBarClaim(adopt = false): void {
     const address = this.barAddress;
     if (this.barClaim && this.barClaim.address === address) return;
     if (this.barClaim) {
@@ -404,7 +495,9 @@ export class PciTransport {
     }
     if (address === undefined || address + BigInt(BAR_SIZE) > 1n << 64n) return;
     try {
-      const claim = this.server.claimMmio(address, BigInt(BAR_SIZE), (request) => this.handleBar(request));
+      const claim = this.server.claimMmio(address, BigInt(BAR_SIZE), (request) => this.handleBar(request), {
+        adopt,
+      });
       this.barClaim = { claim, address };
       this.counters.barClaims++;
     } catch (error) {
@@ -424,6 +517,9 @@ export class PciTransport {
     }
     this.counters.barWrites++;
     this.writeBar(request.offset, request.size, request.value);
+    const notify =
+      request.offset >= BAR_NOTIFY_OFFSET && request.offset < BAR_NOTIFY_OFFSET + BAR_NOTIFY_LENGTH;
+    if (!notify) this.options.onStateChange?.(this);
     return undefined;
   }
 
