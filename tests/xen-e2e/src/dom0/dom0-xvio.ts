@@ -26,7 +26,7 @@ import {
   xl,
 } from './dom0-common.js';
 import { scenarioPciDestroy } from './dom0-pci.js';
-import { runPciGuest } from './dom0-pci-netcon.js';
+import { scenarioVhostUserXenGrant } from './dom0-vhost-user-xen.js';
 import { buildNodeGuestInitramfs, scenarioXenbus, scenarioXenbusRobust } from './dom0-xenbus.js';
 
 const selected = selectedScenarios();
@@ -183,6 +183,11 @@ if (selected('native')) {
   });
 }
 
+// vhost-user XEN_MMAP grant regions: a frontend in this process grants pages to dom0 with
+// gntalloc and sends them as grant regions; xvio's backend maps each request through gntdev.
+if (selected('vhost-user-xen-grant'))
+  await check('vhost-user-xen-grant', () => scenarioVhostUserXenGrant());
+
 // Scenario 1: a stock Debian Linux HVM guest finds xvio's virtio-rng as a PCI function
 // (00:05.0) that xvio serves from dom0 through an ioreq server, with guest-physical DMA
 // reached by foreign mapping; the guest's own virtio_pci and virtio-rng drivers bind and
@@ -294,32 +299,6 @@ if (selected('pci-destroy')) {
   const services = await openNativeXenServices();
   try {
     await check('hvm-pci-destroy', () => scenarioPciDestroy(services));
-  } finally {
-    await services.close();
-  }
-}
-
-// virtio-net (TAP in dom0: ping, TCP both ways with checksums) and virtio-console (a named
-// port both ways) as two PCI functions of xvio's ioreq server, and a backend restart (virtio-rng
-// served by a separate process, killed and restarted while the guest reads): one HVM guest.
-const pciNetcon = selected('pci-net') || selected('pci-console') || selected('pci-netcon');
-const pciRestart = selected('pci-restart');
-if (pciNetcon || pciRestart) {
-  const services = await openNativeXenServices();
-  try {
-    let outcome: Awaited<ReturnType<typeof runPciGuest>> | undefined;
-    let failure: unknown;
-    try {
-      outcome = await runPciGuest(services, { netcon: pciNetcon, restart: pciRestart });
-    } catch (error) {
-      failure = error;
-    }
-    const part = (name: 'netcon' | 'restart') => () => {
-      if (!outcome) throw failure;
-      return outcome[name]();
-    };
-    if (pciNetcon) await check('hvm-pci-net-console', part('netcon'));
-    if (pciRestart) await check('hvm-pci-restart', part('restart'));
   } finally {
     await services.close();
   }
