@@ -26,6 +26,7 @@ import {
   xl,
 } from './dom0-common.js';
 import { scenarioPciDestroy } from './dom0-pci.js';
+import { runPciGuest } from './dom0-pci-netcon.js';
 import { scenarioVhostUserXenGrant } from './dom0-vhost-user-xen.js';
 import { buildNodeGuestInitramfs, scenarioXenbus, scenarioXenbusRobust } from './dom0-xenbus.js';
 
@@ -299,6 +300,32 @@ if (selected('pci-destroy')) {
   const services = await openNativeXenServices();
   try {
     await check('hvm-pci-destroy', () => scenarioPciDestroy(services));
+  } finally {
+    await services.close();
+  }
+}
+
+// virtio-net (TAP in dom0: ping, TCP both ways with checksums) and virtio-console (a named
+// port both ways) as two PCI functions of xvio's ioreq server, and a backend restart (virtio-rng
+// served by a separate process, killed and restarted while the guest reads): one HVM guest.
+const pciNetcon = selected('pci-net') || selected('pci-console') || selected('pci-netcon');
+const pciRestart = selected('pci-restart');
+if (pciNetcon || pciRestart) {
+  const services = await openNativeXenServices();
+  try {
+    let outcome: Awaited<ReturnType<typeof runPciGuest>> | undefined;
+    let failure: unknown;
+    try {
+      outcome = await runPciGuest(services, { netcon: pciNetcon, restart: pciRestart });
+    } catch (error) {
+      failure = error;
+    }
+    const part = (name: 'netcon' | 'restart') => () => {
+      if (!outcome) throw failure;
+      return outcome[name]();
+    };
+    if (pciNetcon) await check('hvm-pci-net-console', part('netcon'));
+    if (pciRestart) await check('hvm-pci-restart', part('restart'));
   } finally {
     await services.close();
   }
