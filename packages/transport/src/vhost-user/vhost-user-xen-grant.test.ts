@@ -2,7 +2,7 @@
 // buffers as Linux's xen-grant-dma does, a frontend that sends grant regions of that guest
 // over a real vhost-user socket, and the backend mapping each request through gntdev
 // (simulated, permissions enforced) and unmapping it before the used element is published.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GRANT_ADDRESS_FLAG } from '@xvio/grant-pool';
@@ -114,6 +114,7 @@ async function setup(device: VirtioDevice, layout: XenGrantLayout, eventIdx = fa
   });
   servers.push(server);
   const guest = sim.createDomain({ memoryBytes: 4 << 20 });
+  const fdsBefore = readdirSync('/proc/self/fd').length;
   const frontend = await XenGrantFrontend.connect({
     socketPath,
     guest,
@@ -123,7 +124,7 @@ async function setup(device: VirtioDevice, layout: XenGrantLayout, eventIdx = fa
     eventIdx,
   });
   frontends.push(frontend);
-  return { server, guest, frontend, queue: frontend.queues[0]! };
+  return { server, guest, frontend, queue: frontend.queues[0]!, fdsBefore };
 }
 
 /** Waits until `condition` holds (the backend runs on the same event loop). */
@@ -191,7 +192,7 @@ describe('vhost-user XEN_MMAP grant regions', () => {
 
   it('releases every grant mapping when the frontend drops mid-request, so the guest can revoke them', async () => {
     const device = echoDevice({ hold: true });
-    const { server, frontend, queue } = await setup(device, 'on-demand');
+    const { server, frontend, queue, fdsBefore } = await setup(device, 'on-demand');
     queue.add([{ data: new Uint8Array(5000).fill(1) }, { writable: 9000 }]);
     frontend.kick(0, true);
     await until(() => device.held.length === 1, 'the request to be held');
@@ -206,6 +207,9 @@ describe('vhost-user XEN_MMAP grant regions', () => {
     expect(backendServices.grants.liveMappings()).toBe(0);
     queue.destroy();
     expect(queue.broken).toBe(false);
+    // Every fd of the connection is gone too (region fds, kicks and calls, the socket).
+    frontend.dispose();
+    expect(readdirSync('/proc/self/fd').length).toBe(fdsBefore);
   });
 
   it('adds and removes grant regions one by one (CONFIGURE_MEM_SLOTS)', async () => {

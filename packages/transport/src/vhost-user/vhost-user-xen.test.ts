@@ -161,6 +161,35 @@ describe('createXenRegionMapper grant regions', () => {
     await services.close();
   });
 
+  it('keeps pool pages mapped across requests with the persistent-pool strategy, until the region goes', async () => {
+    const { guest, services, shared, firstRef } = await granted(2);
+    const mapper = createXenRegionMapper({
+      grants: services.grants,
+      grantStrategy: 'persistent-pool',
+      poolRefs: shared.refs,
+    });
+    const [piece] = mapper.map({
+      guestAddress: GRANT_ADDRESS_FLAG,
+      size: 0x10_0000n,
+      userAddress: 0n,
+      mmapOffset: 0n,
+      xenFlags: XEN_MMAP_GRANT | XEN_MMAP_NO_ADVANCE_MAP,
+      domid: guest.domid,
+      fd: -1,
+    });
+    const memory = createRegionsMemory([piece!]);
+    for (let round = 0; round < 3; round++) {
+      const mapped = memory.map([{ address: grantAddress(firstRef, 16), length: 8, access: 'write' }]);
+      mapped.segments[0]![0]!.fill(round + 1);
+      mapped.release([8]);
+    }
+    expect(shared.bytes[16]).toBe(3);
+    expect(services.grants.liveMappings()).toBeGreaterThan(0);
+    memory.clear();
+    expect(services.grants.liveMappings()).toBe(0);
+    await services.close();
+  });
+
   it('refuses grant regions it cannot take, mapping nothing', async () => {
     const { guest, services, firstRef } = await granted(1);
     const mapper = createXenRegionMapper({ grants: services.grants });
