@@ -31,6 +31,12 @@ interface VhostUserServer {
   close(): Promise<void>;
 }
 
+/** What the CLI needs of `@xvio/dev-net`'s `NetPort` (structural: device packages load lazily). */
+interface NetPortLike {
+  createDevice(): VirtioDevice;
+  close(): Promise<void>;
+}
+
 interface VhostUserModule {
   createXenRegionMapper?(options: { foreignMemory?: unknown; grants?: unknown }): unknown;
   serveVhostUser(options: {
@@ -180,17 +186,38 @@ export const vhostUserCommand: CommandModule = {
           shutdown.add('native grant tables', () => grants.close());
           xenMapper = vhostUser.createXenRegionMapper({ foreignMemory, grants });
         }
+        // A net device's host side (TAP, switch port, socket, capture) belongs to the socket,
+        // not to one connection: it is opened once, lent to each connection's device in turn
+        // and closed with the socket, so reconnecting frontends leak no TAP and no fd.
+        const openPort = loaded.module.openNetPort as ((config: unknown) => NetPortLike) | undefined;
         const metrics = new XvioMetrics();
         const servers: VhostUserServer[] = [];
         const closed: Promise<void>[] = [];
         for (const [index, socketPath] of paths.entries()) {
           const config = configFor(index);
           const deviceLog = deviceLogger(log, String(config.name));
+          let port: NetPortLike | undefined;
+          if (device === 'net' && typeof openPort === 'function') {
+            try {
+              port = openPort(config);
+            } catch (error) {
+              throw new CliError(
+                'io-failed',
+                `cannot open the host side of ${String(config.name)}: ${describeError(error)}`,
+                {
+                  cause: error,
+                },
+              );
+            }
+            const opened = port;
+            shutdown.add(`net host side ${String(config.name)}`, () => opened.close());
+          }
+          const makeDevice = port === undefined ? () => loaded.create(config) : port.createDevice.bind(port);
           let server: VhostUserServer;
           try {
             server = vhostUser.serveVhostUser({
               socketPath,
-              device: () => loaded.create(config),
+              device: makeDevice,
               once: options.once === true,
               ...(xenMapper === undefined ? {} : { xenMapper, offerXenMmap: true }),
               log: adaptLogger(deviceLog),
@@ -201,7 +228,15 @@ export const vhostUserCommand: CommandModule = {
             });
           }
           servers.push(server);
-          closed.push(new Promise((done) => server.on('close', () => done())));
+          const portOfServer = port;
+          closed.push(
+            new Promise((done) =>
+              server.on('close', () => {
+                if (portOfServer === undefined) done();
+                else void portOfServer.close().finally(done);
+              }),
+            ),
+          );
           metrics.add(vhostUserSource(server));
           shutdown.add(`vhost-user ${socketPath}`, () => server.close());
           context.stdout.write(`serving ${device} (${String(config.name)}) on ${socketPath}\n`);

@@ -29,6 +29,7 @@ export {
 export { flattenNetMetrics, type NetMetrics, newNetMetrics } from './net-metrics.js';
 export * as netOffload from './net-offload.js';
 export { PcapWriter, pcapGlobalHeader } from './net-pcap.js';
+export { NetPort, openNetPort } from './net-port.js';
 export {
   DatagramNetHost,
   type DatagramOptions,

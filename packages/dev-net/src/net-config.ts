@@ -35,6 +35,14 @@ export const netHostConfigSchema = z.discriminatedUnion('type', [
         .max(15)
         .regex(/^[A-Za-z0-9_.-]+$/)
         .optional(),
+      /** Network namespace (as `ip netns add` named it) to create the interface in. */
+      netns: z
+        .string()
+        .min(1)
+        .max(255)
+        .regex(/^[A-Za-z0-9_.-]+$/)
+        .refine((name) => name !== '.' && name !== '..', 'netns must name a namespace')
+        .optional(),
     })
     .strict(),
   z

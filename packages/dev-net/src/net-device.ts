@@ -136,6 +136,11 @@ export interface NetDeviceOptions {
   capture?: PcapWriter;
   /** Transmit chains served per turn before yielding to the event loop. Default 256. */
   txBudget?: number;
+  /**
+   * Whether `close()` closes `host` and `capture` too. Default true; false when they outlive
+   * the device (a `NetPort` lends them to one device after another).
+   */
+  ownsHost?: boolean;
 }
 
 /** Every feature the device can offer; the host side never limits these (software fills in). */
@@ -211,6 +216,8 @@ export class NetDevice implements VirtioDevice {
   private readonly capture: PcapWriter | undefined;
   private readonly txBudget: number;
   private readonly controlQueue: 'device' | 'frontend';
+  private readonly ownsHost: boolean;
+  private closing: Promise<void> | undefined;
   private run: RunState | undefined;
   // Receive filter state (spec 5.1.6.5.1, 5.1.6.5.2, 5.1.6.5.3): open until the driver sets it.
   private promisc = true;
@@ -240,6 +247,32 @@ export class NetDevice implements VirtioDevice {
     this.status = (options.linkUp ?? true) ? VIRTIO_NET_S_LINK_UP : 0;
     this.capture = options.capture;
     this.txBudget = options.txBudget ?? 256;
+    this.ownsHost = options.ownsHost ?? true;
+  }
+
+  /** Whether `close()` was called: the device cannot be activated again. */
+  get closed(): boolean {
+    return this.closing !== undefined;
+  }
+
+  /**
+   * Stops the device (as a reset does) and releases its host side when it owns it: the TAP fd
+   * closed, the switch port taken out of its switch, sockets closed, the capture flushed and
+   * closed. Idempotent; resolves once everything is closed.
+   */
+  close(): Promise<void> {
+    if (this.closing === undefined) this.closing = this.release();
+    return this.closing;
+  }
+
+  private async release(): Promise<void> {
+    this.reset();
+    if (!this.ownsHost) return;
+    try {
+      this.capture?.close();
+    } finally {
+      await this.host.close();
+    }
   }
 
   get mac(): Uint8Array {
@@ -283,6 +316,8 @@ export class NetDevice implements VirtioDevice {
   }
 
   activate(context: DeviceContext): void {
+    // Activation failing marks the device NEEDS_RESET: its host side is gone.
+    if (this.closing !== undefined) throw new Error(`${this.name} is closed`);
     const features = context.features;
     const has = (bit: bigint) => (features & bit) === bit;
     const controlIndex = has(VIRTIO_NET_F_CTRL_VQ) ? (has(VIRTIO_NET_F_MQ) ? this.queuePairs * 2 : 2) : -1;
@@ -342,6 +377,8 @@ export class NetDevice implements VirtioDevice {
   reset(): void {
     if (this.run) this.host.detach();
     this.run = undefined;
+    // A driver that resets may be about to go away: what was captured so far reaches the file.
+    this.capture?.flush();
     this.macBytes.set(this.configuredMac);
     this.promisc = true;
     this.allMulti = true;
@@ -1087,7 +1124,10 @@ export function createNetHost(config: NetHostConfig): NetHost {
       );
     }
     case 'tap':
-      return new TapNetHost(config.ifname === undefined ? {} : { ifname: config.ifname });
+      return new TapNetHost({
+        ...(config.ifname === undefined ? {} : { ifname: config.ifname }),
+        ...(config.netns === undefined ? {} : { netns: config.netns }),
+      });
     case 'stream':
       return new StreamNetHost({
         mode: config.mode,
@@ -1105,7 +1145,24 @@ export function createNetHost(config: NetHostConfig): NetHost {
 export function createNetDevice(config: NetConfigInput | unknown = {}): NetDevice {
   const parsed: NetConfig = parseNetConfig(config);
   const host = createNetHost(parsed.host);
-  return new NetDevice({
+  let capture: PcapWriter | undefined;
+  try {
+    capture = parsed.capture === undefined ? undefined : new PcapWriter(parsed.capture);
+  } catch (error) {
+    void host.close();
+    throw error;
+  }
+  return new NetDevice(netDeviceOptions(parsed, host, capture, true));
+}
+
+/** The device options a validated configuration gives, over a host side made for it. */
+export function netDeviceOptions(
+  parsed: NetConfig,
+  host: NetHost,
+  capture: PcapWriter | undefined,
+  ownsHost: boolean,
+): NetDeviceOptions {
+  return {
     name: parsed.name,
     mac: parseMac(parsed.mac)!,
     host,
@@ -1114,6 +1171,7 @@ export function createNetDevice(config: NetConfigInput | unknown = {}): NetDevic
     queueSize: parsed.queueSize,
     linkUp: parsed.linkUp,
     controlQueue: parsed.controlQueue,
-    ...(parsed.capture === undefined ? {} : { capture: new PcapWriter(parsed.capture) }),
-  });
+    ...(capture === undefined ? {} : { capture }),
+    ownsHost,
+  };
 }

@@ -1,5 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetDevice } from './net-device.js';
 import { TapError, TapNetHost } from './net-tap.js';
@@ -175,5 +176,56 @@ describe('TapNetHost in a network namespace', () => {
     }
     expect(TapError.isInstance(error)).toBe(true);
     expect((error as TapError).code).toBe('open-failed');
+  });
+});
+
+describe('TapNetHost created inside a namespace (netns)', () => {
+  const own = `xvio-nns-${randomBytes(3).toString('hex')}`;
+  const name = `xvn${suffix}`;
+  const openFds = () => readdirSync('/proc/self/fd').length;
+  const linksIn = (where: string[]) =>
+    ip(...where, '-o', 'link', 'show')
+      .split('\n')
+      .filter(Boolean);
+
+  beforeAll(() => {
+    ip('netns', 'add', own);
+  });
+
+  afterAll(() => {
+    try {
+      ip('netns', 'del', own);
+    } catch {
+      // already gone
+    }
+  });
+
+  it('makes the interface there (never in ours), and close takes it and both fds away', async () => {
+    // The first TAP of a process loads libc through koffi: warm up before counting fds.
+    await new TapNetHost({ netns: own }).close();
+    const before = openFds();
+    const tap = new TapNetHost({ ifname: name, netns: own });
+    expect(tap.ifname).toBe(name);
+    expect(openFds()).toBe(before + 2); // the TAP and the eventfd that wakes its poll thread
+    expect(linksIn(['-n', own]).some((line) => line.includes(`: ${name}:`))).toBe(true);
+    expect(linksIn([]).some((line) => line.includes(`: ${name}:`))).toBe(false);
+    // The device over it closes it (it owns its host): the interface goes with the fd.
+    const device = new NetDevice({ mac: parseMac(GUEST_MAC)!, host: tap });
+    new NetTestGuest(device).postReceive(4, 2048);
+    await device.close();
+    expect(openFds()).toBe(before);
+    expect(linksIn(['-n', own]).some((line) => line.includes(`: ${name}:`))).toBe(false);
+  });
+
+  it('reports a namespace that does not exist with a typed error', () => {
+    let error: unknown;
+    try {
+      new TapNetHost({ netns: `${own}-missing` });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(TapError.isInstance(error)).toBe(true);
+    expect((error as TapError).code).toBe('netns-failed');
+    expect(() => new TapNetHost({ netns: '../etc' })).toThrow(/not a network namespace name/);
   });
 });

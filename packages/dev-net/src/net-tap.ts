@@ -26,12 +26,17 @@ const IFREQ_SIZE = 40;
 const IFREQ_FLAGS = 16;
 const IFNAMSIZ = 16;
 // <fcntl.h>, <poll.h>, <sys/eventfd.h>, <errno.h> on Linux x86-64/arm64.
+const O_RDONLY = 0;
 const O_RDWR = 0o2;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const POLLIN = 0x001;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
+/** <sched.h>: setns(2) namespace type of a network namespace. */
+const CLONE_NEWNET = 0x4000_0000;
+/** Where `ip netns add NAME` binds a namespace (iproute2's NETNS_RUN_DIR). */
+const NETNS_RUN_DIR = '/run/netns';
 const EAGAIN = 11;
 const EINTR = 4;
 const POLLFD_SIZE = 8;
@@ -40,7 +45,7 @@ const POLL_TIMEOUT_MS = 500;
 /** Frames read per turn before yielding to the event loop. */
 const READ_BATCH = 64;
 
-export type TapErrorCode = 'open-failed' | 'ioctl-failed' | 'not-supported';
+export type TapErrorCode = 'open-failed' | 'ioctl-failed' | 'not-supported' | 'netns-failed';
 
 const marker = Symbol.for('xvio.dev-net.tap-error');
 
@@ -68,6 +73,7 @@ interface Libc {
   read(fd: number, buffer: Uint8Array, count: number): number;
   write(fd: number, buffer: Uint8Array, count: number): number;
   eventfd(initial: number, flags: number): number;
+  setns(fd: number, nstype: number): number;
   poll: {
     async(
       fds: Uint8Array,
@@ -92,6 +98,7 @@ function loadLibc(): Libc {
     read: lib.func('xvio_ssize_t read(int fd, void *buffer, size_t count)'),
     write: lib.func('xvio_ssize_t write(int fd, const void *buffer, size_t count)'),
     eventfd: lib.func('int eventfd(unsigned int initial, int flags)'),
+    setns: lib.func('int setns(int fd, int nstype)'),
     poll: lib.func('int poll(void *fds, unsigned long count, int timeout)'),
   } as Libc;
   return libc;
@@ -102,6 +109,52 @@ export interface TapOptions {
   ifname?: string;
   /** Path of the clone device. Default /dev/net/tun. */
   clonePath?: string;
+  /**
+   * Network namespace to create the interface in, by the name `ip netns add` gave it (bound
+   * under /run/netns). Default: the process's own. The interface lives there until `close`.
+   */
+  netns?: string;
+}
+
+/** A namespace name as iproute2 accepts it: one path component. */
+export function isNetnsName(name: string): boolean {
+  return /^[A-Za-z0-9_.-]{1,255}$/.test(name) && name !== '.' && name !== '..';
+}
+
+/**
+ * Runs `body` with the calling thread inside network namespace `name` and moves it back
+ * before returning (setns(2) switches one thread: the event loop's, for a synchronous body
+ * in which no other JavaScript runs). A TAP created there stays there, bound to its fd.
+ */
+function inNetworkNamespace<T>(c: Libc, name: string, body: () => T): T {
+  if (!isNetnsName(name)) throw new TapError('netns-failed', `${name} is not a network namespace name`);
+  const target = c.open(`${NETNS_RUN_DIR}/${name}`, O_RDONLY | O_CLOEXEC, 0);
+  if (target < 0) {
+    throw new TapError('netns-failed', `cannot open network namespace ${name}`, koffi.errno());
+  }
+  const home = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC, 0);
+  try {
+    if (home < 0) throw new TapError('netns-failed', 'cannot open our own network namespace', koffi.errno());
+    if (c.setns(target, CLONE_NEWNET) < 0) {
+      throw new TapError('netns-failed', `cannot enter network namespace ${name}`, koffi.errno());
+    }
+    let result: T | undefined;
+    let failure: unknown;
+    try {
+      result = body();
+    } catch (error) {
+      failure = error;
+    }
+    // Staying in the other namespace would move every socket opened after this: fatal.
+    if (c.setns(home, CLONE_NEWNET) < 0) {
+      throw new Error(`cannot return from network namespace ${name} (errno ${koffi.errno()})`);
+    }
+    if (failure !== undefined) throw failure;
+    return result as T;
+  } finally {
+    c.close(target);
+    if (home >= 0) c.close(home);
+  }
 }
 
 export interface TapCounters {
@@ -154,7 +207,10 @@ export class TapNetHost implements NetHost {
   constructor(options: TapOptions = {}) {
     this.libc = loadLibc();
     const c = this.libc;
-    const fd = c.open(options.clonePath ?? '/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC, 0);
+    const open = () => c.open(options.clonePath ?? '/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC, 0);
+    // The clone device takes the network namespace of the thread that opens it (tun_chr_open),
+    // and TUNSETIFF creates the interface there: only the open needs to happen inside.
+    const fd = options.netns === undefined ? open() : inNetworkNamespace(c, options.netns, open);
     if (fd < 0)
       throw new TapError('open-failed', `cannot open ${options.clonePath ?? '/dev/net/tun'}`, koffi.errno());
     const request = new Uint8Array(IFREQ_SIZE);
