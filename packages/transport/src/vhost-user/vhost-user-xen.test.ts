@@ -215,6 +215,7 @@ describe('createXenRegionMapper grant regions', () => {
     );
     expect(code(() => mapper.map({ ...base, domid: 0x7ff0 }))).toBe('invalid-region');
     expect(code(() => mapper.map({ ...base, mmapOffset: 0x1000n }))).toBe('invalid-region');
+    expect(code(() => mapper.map({ ...base, size: 0n }))).toBe('invalid-region');
     // Across bit 63, and references beyond a u32.
     expect(
       code(() => mapper.map({ ...base, guestAddress: GRANT_ADDRESS_FLAG - 0x1000n, size: 0x2000n })),

@@ -152,6 +152,9 @@ function mapGrantRegion(options: XenRegionMapperOptions, request: XenRegionReque
       `grant region of domain ${request.domid}: this backend maps no grants`,
     );
   }
+  if (request.size <= 0n || request.guestAddress < 0n) {
+    throw new VhostUserError('invalid-region', `grant region of 0x${request.size.toString(16)} bytes`);
+  }
   const start = request.guestAddress;
   const last = start + request.size - 1n;
   // vm-memory maps a grant region through the frontend's gntdev fd at offset 0; an offset
