@@ -41,6 +41,28 @@ export function grantSpan(address: bigint, length: number): GrantSpan | MemoryFa
  * descriptor holds it: no BigInt). Halves that are not u32 values are an invalid range.
  */
 export function grantSpanOfHalves(low: number, high: number, length: number): GrantSpan | MemoryFaultCode {
+  const span: GrantSpanFields = { firstRef: 0, offset: 0, length: 0, pages: 0 };
+  return decodeGrantSpan(low, high, length, span) ?? span;
+}
+
+/** A `GrantSpan` a caller reuses (a decode per request without an allocation). */
+export interface GrantSpanFields {
+  firstRef: number;
+  offset: number;
+  length: number;
+  pages: number;
+}
+
+/**
+ * `grantSpanOfHalves` into `into`: undefined when the range decodes (then `into` holds it),
+ * else the fault (then `into` is unchanged).
+ */
+export function decodeGrantSpan(
+  low: number,
+  high: number,
+  length: number,
+  into: GrantSpanFields,
+): MemoryFaultCode | undefined {
   if (!isValidLength(length)) return 'invalid-range';
   if (!(high >= 0 && high <= 0xffff_ffff && low >= 0 && low <= 0xffff_ffff)) return 'invalid-range';
   if (!Number.isInteger(high) || !Number.isInteger(low)) return 'invalid-range';
@@ -54,7 +76,11 @@ export function grantSpanOfHalves(low: number, high: number, length: number): Gr
   if ((high & REF_OVERFLOW_HIGH) !== 0) return 'grant-out-of-range';
   const firstRef = (high & 0xfff) * 0x10_0000 + (low >>> PAGE_SHIFT);
   if (firstRef + Math.max(pages, 1) - 1 > MAX_GRANT_REF) return 'grant-out-of-range';
-  return { firstRef, offset, length, pages };
+  into.firstRef = firstRef;
+  into.offset = offset;
+  into.length = length;
+  into.pages = pages;
+  return undefined;
 }
 
 const PAGE_OFFSET_MASK = PAGE_SIZE - 1;

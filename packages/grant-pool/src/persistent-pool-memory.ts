@@ -6,7 +6,14 @@ import {
   GrantMapMemory,
   type XenGuestMemory,
 } from './grant-map-memory.js';
-import { type GrantSpan, grantSpan, grantSpanOfHalves, MAX_GRANT_REF } from './grant-span.js';
+import {
+  decodeGrantSpan,
+  type GrantSpan,
+  type GrantSpanFields,
+  grantSpan,
+  grantSpanOfHalves,
+  MAX_GRANT_REF,
+} from './grant-span.js';
 import type { FenceOrder, MappedRanges, MemoryAccess, MemoryRange } from './guest-memory.js';
 import { newStrategyCounters, type StrategyCounters } from './memory-counters.js';
 import { GuestMemoryError, type MemoryFaultCode } from './memory-errors.js';
@@ -89,6 +96,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
   private oldest: Batch | undefined;
   private batchCount = 0;
   private mappedPages = 0;
+  private readonly scratchSpan: GrantSpanFields = { firstRef: 0, offset: 0, length: 0, pages: 0 };
   /** Bumped by `unmapAll`: requests opened before it hold no pins any more. */
   private generation = 0;
   /** The most recently used batch (touching it again changes nothing). */
@@ -339,6 +347,23 @@ export class PersistentPoolMemory implements XenGuestMemory {
     return out;
   }
 
+  /**
+   * The span of a one-range request: decoded into a scratch object when the range carries
+   * its address halves (no allocation; the span is used only inside `map`).
+   */
+  private oneSpan(range: MemoryRange): GrantSpan {
+    const low = range.addressLow;
+    const high = range.addressHigh;
+    if (low === undefined || high === undefined) return this.rangeSpan(range);
+    const span = this.scratchSpan;
+    const fault = decodeGrantSpan(low, high, range.length, span);
+    if (fault !== undefined || span.pages > this.maxRequestPages) {
+      this.counters.faults++;
+      throw new GuestMemoryError(fault ?? 'too-large', range.address, range.length);
+    }
+    return span;
+  }
+
   /** The span of a request's range, from the address halves when the range carries them. */
   private rangeSpan(range: MemoryRange): GrantSpan {
     const low = range.addressLow;
@@ -426,7 +451,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
     // every range was found, so a fault (thrown by `span`) or a miss leaves no trace.
     if (count === 1) {
       const range = ranges[0] as MemoryRange;
-      const span = this.rangeSpan(range);
+      const span = this.oneSpan(range);
       if (span.pages === 0) {
         return new PoolRequest(
           this,
