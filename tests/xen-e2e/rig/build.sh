@@ -9,7 +9,7 @@ mkdir -p "$work/debs"
 cd "$work"
 
 need=()
-for pkg in busybox-static cpio kmod qemu-system-x86 libxen-dev xenstore-utils; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+for pkg in busybox-static cpio kmod qemu-system-x86 libxen-dev xenstore-utils gcc libc6-dev; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -40,6 +40,9 @@ for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/v
   net/core/failover.ko drivers/net/net_failover.ko drivers/net/virtio_net.ko drivers/char/virtio_console.ko; do
   cp "x/lib/modules/$kernel_version/kernel/$m" "$domu/lib/modules/"
 done
+# Scenario 2: gntalloc and a static user-space virtio-mmio driver (grant DMA from the guest).
+cp "x/lib/modules/$kernel_version/kernel/drivers/xen/xen-gntalloc.ko" "$domu/lib/modules/"
+gcc -static -O2 -Wall -o "$domu/bin/guest-virtio-mmio" "$here/rig/guest-virtio-mmio.c"
 cp "$here/rig/domu-init.sh" "$domu/init"
 chmod +x "$domu/init"
 (cd "$domu" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$work/domu-initramfs.cpio.gz")

@@ -3,6 +3,18 @@
 # through /dev/hwrng, print DOMU-PASS/DOMU-FAIL lines on the serial console, power off.
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 echo "DOMU-BOOTED $(cut -d' ' -f1 /proc/uptime)"
+if grep -q 'xvio\.mode=mmio-grant' /proc/cmdline; then
+  # Scenario 2 (src/dom0/dom0-mmio.ts): grant DMA driven from user space over virtio-mmio
+  # windows at xvio.mmio, one round per memory strategy named in xvio.strategies.
+  insmod /lib/modules/xen-gntalloc.ko || echo "DOMU-FAIL insmod xen-gntalloc"
+  base=$(sed -n 's/.*xvio\.mmio=\(0x[0-9a-f]*\).*/\1/p' /proc/cmdline)
+  strategies=$(sed -n 's/.*xvio\.strategies=\([a-z+-]*\).*/\1/p' /proc/cmdline | tr '+' ' ')
+  i=0; while [ ! -e /dev/xen/gntalloc ] && [ $i -lt 25 ]; do sleep 0.2; i=$((i+1)); done
+  # shellcheck disable=SC2086 # one argument per strategy
+  /bin/guest-virtio-mmio "$base" 0 $strategies || echo "DOMU-NOTE guest-virtio-mmio rc=$?"
+  echo "DOMU-DONE"
+  poweroff -f
+fi
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio-rng; do
   insmod /lib/modules/$m.ko || echo "DOMU-FAIL insmod $m"
 done

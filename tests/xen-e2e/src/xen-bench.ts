@@ -45,6 +45,27 @@ const describe: Record<string, { label: string; bound?: { name: string; value: n
     bound: evtchnBound,
   },
   'hvm-guest-lifetime': { label: 'scenario 1: HVM guest create to power off' },
+  'mmio-grant-map-request': {
+    label: 'scenario 2: virtio-mmio rng 4 KiB request round trip in the guest, grant-map (median)',
+  },
+  'mmio-grant-copy-request': {
+    label: 'scenario 2: virtio-mmio rng 4 KiB request round trip in the guest, grant-copy (median)',
+  },
+  'mmio-persistent-pool-request': {
+    label: 'scenario 2: virtio-mmio rng 4 KiB request round trip in the guest, persistent-pool (median)',
+  },
+  'mmio-grant-map-backend-memory': {
+    label: 'scenario 2: backend map+release per 4 KiB request, grant-map (median)',
+    bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined,
+  },
+  'mmio-grant-copy-backend-memory': {
+    label: 'scenario 2: backend map+release per 4 KiB request, grant-copy (median)',
+    bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined,
+  },
+  'mmio-persistent-pool-backend-memory': {
+    label: 'scenario 2: backend map+release per 4 KiB request, persistent-pool (median)',
+    bound: memcpyUs ? { name: 'persistent mapping memcpy 4 KiB (us)', value: memcpyUs } : undefined,
+  },
   'xenbus-handshake': { label: 'scenario 3: XenBus handshake, frontend InitWait to Connected (PVH guest)' },
   'xenbus-rng-round-trip': {
     label: 'scenario 3: XenBus virtio-rng 64-byte request round trip (guest notify to used)',

@@ -25,6 +25,7 @@ import {
   withTimeout,
   xl,
 } from './dom0-common.js';
+import { scenarioMmioGrant } from './dom0-mmio.js';
 import { scenarioPciDestroy } from './dom0-pci.js';
 import { runPciGuest } from './dom0-pci-netcon.js';
 import { scenarioVhostUserXenGrant } from './dom0-vhost-user-xen.js';
@@ -326,6 +327,18 @@ if (pciNetcon || pciRestart) {
     };
     if (pciNetcon) await check('hvm-pci-net-console', part('netcon'));
     if (pciRestart) await check('hvm-pci-restart', part('restart'));
+  } finally {
+    await services.close();
+  }
+}
+
+// Scenario 2: grant DMA from a stock HVM guest's user space (gntalloc) over virtio-mmio windows
+// xvio serves through its ioreq server, one rng per memory strategy (grant-map, grant-copy,
+// persistent-pool), with a revoke-while-mapped case.
+if (selected('mmio-grant')) {
+  const services = await openNativeXenServices();
+  try {
+    await check('hvm-mmio-grant', () => scenarioMmioGrant(services));
   } finally {
     await services.close();
   }
