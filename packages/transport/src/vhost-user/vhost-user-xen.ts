@@ -69,11 +69,11 @@ export interface XenRegionMapperOptions {
  * - *grant* (bit 1): guest addresses are grant DMA addresses, as vm-memory's Xen grant
  *   regions read them: page `(address & ~(1 << 63)) >> 12` of the address space is grant
  *   reference of that number (Linux's xen-grant-dma puts `1<<63 | gref<<12 | offset` on the
- *   ring). With NO_ADVANCE_MAP (bit 8, or 0x8 as rust-vmm sends it), or when larger than `maxAdvancePages`, the region is
- *   an on-demand region: each access maps what it needs through `@xvio/grant-pool`'s grant
- *   strategy (readable buffers read-only, so a read-only grant is never written) and unmaps
- *   it when the request is released. Otherwise its references are mapped once, writable
- *   (rings), until the region is removed.
+ *   ring). With NO_ADVANCE_MAP (bit 8, or 0x8 as rust-vmm sends it), or when larger than
+ *   `maxAdvancePages`, the region is an on-demand region: each access maps what it needs
+ *   through `@xvio/grant-pool`'s grant strategy (readable buffers read-only, so a read-only
+ *   grant is never written) and unmaps it when the request is released. Otherwise its
+ *   references are mapped once, writable (rings), until the region is removed.
  *
  * Throws `VhostUserError` (`invalid-region`, `xen-mapping-unavailable`) for a region it
  * cannot take, and maps nothing then.
