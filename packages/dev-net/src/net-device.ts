@@ -189,6 +189,14 @@ interface RunState {
   readonly txHeader: NetHeader;
   readonly txSegments: Uint8Array[];
   readonly txFrame: { header: NetHeader; segments: Uint8Array[]; length: number };
+  /**
+   * Per transmit descriptor head (of every pair): the buffer view last seen there, the header
+   * length skipped and the frame view made from it. A strategy that hands out the same view
+   * for a reused buffer (the persistent pool does) then costs no new view per frame.
+   */
+  readonly txPayloadSource: (Uint8Array | undefined)[];
+  readonly txPayloadView: (Uint8Array | undefined)[];
+  readonly txPayloadSkip: number[];
   /** `written` for a one-buffer receive (strategies read it during `release` only). */
   readonly writtenOne: number[];
   rxWaiting: boolean;
@@ -217,6 +225,8 @@ export class NetDevice implements VirtioDevice {
   private readonly txBudget: number;
   private readonly controlQueue: 'device' | 'frontend';
   private readonly ownsHost: boolean;
+  /** Descriptor heads per transmit queue (its maximum size): a head is always below it. */
+  private readonly txSlots: number;
   private closing: Promise<void> | undefined;
   private run: RunState | undefined;
   // Receive filter state (spec 5.1.6.5.1, 5.1.6.5.2, 5.1.6.5.3): open until the driver sets it.
@@ -248,6 +258,7 @@ export class NetDevice implements VirtioDevice {
     this.capture = options.capture;
     this.txBudget = options.txBudget ?? 256;
     this.ownsHost = options.ownsHost ?? true;
+    this.txSlots = queueSize;
   }
 
   /** Whether `close()` was called: the device cannot be activated again. */
@@ -352,6 +363,9 @@ export class NetDevice implements VirtioDevice {
       txHeaderBytes: new Uint8Array(netHeaderLength(features)),
       txHeader: emptyNetHeader(),
       writtenOne: [0],
+      txPayloadSource: new Array<Uint8Array | undefined>(pairs * this.txSlots).fill(undefined),
+      txPayloadView: new Array<Uint8Array | undefined>(pairs * this.txSlots).fill(undefined),
+      txPayloadSkip: new Array<number>(pairs * this.txSlots).fill(0),
       txSegments,
       txFrame: { header: emptyNetHeader(), segments: txSegments, length: 0 },
       rxWaiting: false,
@@ -435,7 +449,7 @@ export class NetDevice implements VirtioDevice {
     const result = serviceQueue(
       run.context,
       pair * 2 + 1,
-      (chain) => this.transmit(run, chain),
+      (chain) => this.transmit(run, chain, pair),
       this.txBudget,
     );
     if (result.deferred) {
@@ -446,7 +460,7 @@ export class NetDevice implements VirtioDevice {
     }
   }
 
-  private transmit(run: RunState, chain: DescriptorChain): number | 'defer' {
+  private transmit(run: RunState, chain: DescriptorChain, pair: number): number | 'defer' {
     const metrics = this.metricsValues;
     const headerLength = run.headerLength;
     // The whole chain is mapped in one batch (a GuestMemoryError here is handled by
@@ -486,7 +500,12 @@ export class NetDevice implements VirtioDevice {
             skip -= segment.length;
             continue;
           }
-          segments[count++] = skip === 0 ? segment : segment.subarray(skip);
+          segments[count++] =
+            skip === 0
+              ? segment
+              : count === 0
+                ? this.payloadView(run, pair * this.txSlots + chain.head, segment, skip)
+                : segment.subarray(skip);
           skip = 0;
         }
       }
@@ -509,6 +528,24 @@ export class NetDevice implements VirtioDevice {
       // Nothing is written into a transmit chain: a copying strategy copies nothing back.
       mapped.release(chain.writableLength === 0 ? undefined : new Array<number>(ranges.length).fill(0));
     }
+  }
+
+  /**
+   * `segment` past its first `skip` bytes, remembered per descriptor head: the same view object
+   * with the same skip gives the same bytes, so the view made last time is reused.
+   */
+  private payloadView(run: RunState, slot: number, segment: Uint8Array, skip: number): Uint8Array {
+    if (run.txPayloadSource[slot] === segment && run.txPayloadSkip[slot] === skip) {
+      const view = run.txPayloadView[slot];
+      if (view !== undefined) return view;
+    }
+    const view = segment.subarray(skip);
+    if (slot < run.txPayloadView.length) {
+      run.txPayloadSource[slot] = segment;
+      run.txPayloadSkip[slot] = skip;
+      run.txPayloadView[slot] = view;
+    }
+    return view;
   }
 
   /** Gathers a header that straddles buffers into `target`. */

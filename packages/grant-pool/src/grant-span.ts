@@ -70,7 +70,14 @@ export function decodeGrantSpan(
   // points at memory this backend has no access to.
   if (high < 0x8000_0000) return 'unmapped';
   const offset = low & PAGE_OFFSET_MASK;
-  const pages = length === 0 ? 0 : Math.ceil((offset + length) / PAGE_SIZE);
+  const end = offset + length;
+  // Integer arithmetic while the sum fits 31 bits (every buffer but a near-4 GiB one).
+  const pages =
+    length === 0
+      ? 0
+      : end < 0x7fff_0000
+        ? (end + PAGE_OFFSET_MASK) >> PAGE_SHIFT
+        : Math.ceil(end / PAGE_SIZE);
   // Bits 12..62 hold the reference; one above the u32 range (address bits 44..62, bits 12..30
   // of `high`) is out of every grant table.
   if ((high & REF_OVERFLOW_HIGH) !== 0) return 'grant-out-of-range';

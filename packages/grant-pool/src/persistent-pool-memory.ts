@@ -49,6 +49,8 @@ interface Batch {
 interface Entry {
   readonly batch: Batch;
   readonly index: number;
+  /** Pages of the batch from this one to its end (`batch.refs.length - index`). */
+  readonly room: number;
   /**
    * The segments of the last one-range request that started in this page (offset and length
    * below): a buffer the frontend reuses is then handed out again without a new view. Valid
@@ -242,9 +244,9 @@ export class PersistentPoolMemory implements XenGuestMemory {
   private fast(span: GrantSpan): Entry | undefined {
     const entry = this.entryOf(span.firstRef);
     if (entry === undefined) return undefined;
+    if (span.pages > entry.room) return undefined;
     const { batch, index } = entry;
-    if (index + span.pages > batch.refs.length) return undefined;
-    if (!batch.consecutive && span.pages > 1) {
+    if (span.pages > 1 && !batch.consecutive) {
       for (let page = 1; page < span.pages; page++)
         if (batch.refs[index + page] !== span.firstRef + page) return undefined;
     }
@@ -309,6 +311,7 @@ export class PersistentPoolMemory implements XenGuestMemory {
       this.setEntry(missing[index] as number, {
         batch,
         index,
+        room: missing.length - index,
         segments: undefined,
         viewOffset: 0,
         viewLength: 0,
