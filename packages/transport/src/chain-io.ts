@@ -173,7 +173,8 @@ class MappedChain implements ChainIo {
  * `GuestMemoryError` when a buffer is not accessible, having mapped nothing.
  */
 export function openChain(memory: GuestMemory, chain: DescriptorChain): ChainIo {
-  const ranges = chain.ranges();
+  // With the address halves: a strategy that decodes them makes no BigInt per buffer.
+  const ranges = chain.descriptorRanges();
   const mapped: MappedRanges = memory.map(ranges);
   const count = ranges.length;
   // Zeros pushed, not `new Array(n).fill(0)`: a holey array and a builtin call cost more
