@@ -24,6 +24,8 @@ export interface BootOptions {
   qemu?: string;
   /** Extra QEMU arguments placed first (e.g. `-L <firmware dir>` for an unpacked QEMU). */
   qemuArgs?: string[];
+  /** A command QEMU runs under, e.g. `['taskset', '-c', '1']`. */
+  wrapper?: string[];
   /** Every console line as it arrives; the control lets the host react (restart, answer). */
   onLine?(line: string, control: GuestControl): void;
 }
@@ -83,7 +85,8 @@ export function qemuArguments(options: BootOptions): string[] {
 export function bootGuest(options: BootOptions): Promise<GuestRun> {
   const started = performance.now();
   const qemu = options.qemu ?? process.env.XVIO_QEMU ?? 'qemu-system-x86_64';
-  const child = spawn(qemu, qemuArguments(options), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const [command, ...prefix] = [...(options.wrapper ?? []), qemu];
+  const child = spawn(command!, [...prefix, ...qemuArguments(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const run: GuestRun = {
     lines: [],
     exitCode: null,
@@ -165,11 +168,20 @@ export class BackendProcess {
     readonly socketPath: string,
     /** Dial a QEMU that listens instead of listening. */
     readonly connect = false,
+    /** More arguments for e2e-backend.ts (e.g. `--timing`). */
+    readonly extraArgs: readonly string[] = [],
   ) {}
 
   /** Starts the backend; resolves once its socket listens. */
   start(): Promise<void> {
-    const args = ['--import', 'tsx', BACKEND_ENTRY, this.socketPath, ...(this.connect ? ['--connect'] : [])];
+    const args = [
+      '--import',
+      'tsx',
+      BACKEND_ENTRY,
+      this.socketPath,
+      ...(this.connect ? ['--connect'] : []),
+      ...this.extraArgs,
+    ];
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: dirname(BACKEND_ENTRY),
@@ -195,6 +207,11 @@ export class BackendProcess {
         reject(new Error(`backend exited with ${code}: ${this.log.join('')}`));
       });
     });
+  }
+
+  /** The backend's process id while it runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
   }
 
   /** Kills the backend (SIGKILL: no cleanup, as a crash) and waits for it to be gone. */

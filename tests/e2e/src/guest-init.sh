@@ -38,6 +38,9 @@ rng_case() {
     return
   fi
   result "rng_current=$(cat /sys/class/misc/hw_random/rng_current)"
+  # The hwrng core's kthread (khwrngd) also reads the device when the rng's quality is
+  # non-zero; it shares the device with dd, so the quality is reported with the result.
+  result "rng_quality=$(cat /sys/class/misc/hw_random/rng_quality 2>/dev/null || echo none) default_quality=$(cat /sys/module/rng_core/parameters/default_quality 2>/dev/null || echo none) hwrng_threads=$(grep -l 'hwrng' /proc/[0-9]*/comm 2>/dev/null | wc -l)"
   [ "$(arg mark)" = 1 ] && echo "XVIO-MARK transfer-start"
   t0=$(up)
   timeout 120 dd if=/dev/hwrng of=/tmp/rng bs=4096 count=$((want / 4096)) iflag=fullblock 2>/dev/null
