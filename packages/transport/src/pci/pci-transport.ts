@@ -578,7 +578,13 @@ export class PciTransport {
         this.counters.unknownRegister++;
         return;
       }
-      this.controller.kick(at / NOTIFY_OFF_MULTIPLIER);
+      // The vCPU that wrote the notify register waits for the ioreq's answer, but serving the
+      // queue need not keep it waiting: like an ioeventfd, the write is answered first and the
+      // queue served right after, in a microtask, so it still runs before any later ioreq is
+      // handled and the order of the guest's accesses is kept. (On Xen under TCG a guest
+      // transmitting TCP otherwise waited for each frame to be sent before queueing the next.)
+      const queueIndex = at / NOTIFY_OFF_MULTIPLIER;
+      queueMicrotask(() => this.controller.kick(queueIndex));
       return;
     }
     if (offset >= BAR_DEVICE_OFFSET && offset < BAR_DEVICE_OFFSET + BAR_DEVICE_LENGTH) {

@@ -76,11 +76,17 @@ const transport = new PciTransport({
   pci,
   onError,
   onStateChange: persist,
+  // Split rings only: a split queue resumes at its used ring's idx, which lives in guest
+  // memory; a packed ring's position and wrap counters die with the process (a restored
+  // packed queue can only be reset: NEEDS_RESET).
+  packed: false,
   ...(restore ? { restore: restore.state } : {}),
 });
 persist(transport);
 server.enable();
-console.log(`XVIO-BACKEND ready server=${server.id} adopted=${server.adopted}`);
+console.log(
+  `XVIO-BACKEND ready server=${server.id} adopted=${server.adopted} status=${transport.controller.status} features=0x${transport.controller.driverFeatures.toString(16)}`,
+);
 
 const report = setInterval(() => {
   console.log(

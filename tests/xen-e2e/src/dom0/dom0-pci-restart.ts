@@ -30,7 +30,7 @@ export class RngBackendProcess {
   ) {}
 
   /** Starts the process (`adopt`: take over the previous one's server) and waits until it serves. */
-  async start(adopt: boolean): Promise<{ serverId: number; adopted: boolean }> {
+  async start(adopt: boolean): Promise<{ serverId: number; adopted: boolean; detail: string }> {
     const args = [BACKEND, '--domid', String(this.domid), '--pci', this.pci, '--state', this.stateFile];
     if (adopt) args.push('--adopt');
     const child = spawn('node', args, { cwd: '/opt/xvio', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -48,18 +48,19 @@ export class RngBackendProcess {
         reject(new Error(`the backend exited (${code ?? signal}) before serving: ${stderr.trim()}`));
       });
       createInterface({ input: child.stdout! }).on('line', (line) => {
-        const ready = /^XVIO-BACKEND ready server=(\d+) adopted=(\w+)/.exec(line);
+        const ready = /^XVIO-BACKEND ready server=(\d+) adopted=(\w+)(.*)$/.exec(line);
         const served = /^XVIO-BACKEND served (\d+) answered (\d+) resumed (\d+) status (\d+)/.exec(line);
         if (ready) {
           clearTimeout(timer);
           this.serverId = Number(ready[1]);
-          resolve({ serverId: this.serverId, adopted: ready[2] === 'true' });
+          resolve({ serverId: this.serverId, adopted: ready[2] === 'true', detail: (ready[3] ?? '').trim() });
         } else if (served) {
           this.served = Number(served[1]);
           this.resumed = Number(served[3]);
           this.status = Number(served[4]);
         } else if (line.startsWith('XVIO-BACKEND error')) {
           if (this.errors.length < 8) this.errors.push(line.slice('XVIO-BACKEND error '.length));
+          console.log(`XVIO-NOTE pci-restart backend ${line.slice('XVIO-BACKEND '.length)}`);
         }
       });
     });
@@ -126,12 +127,18 @@ export async function restartUnderGuest(
   step(`no backend for ${deadMs} ms: the guest went from round ${killedAtRound} to ${stalled}`);
   const started = await backend.start(true);
   const restartSeconds = (performance.now() - killed) / 1000;
-  step(`new backend adopted ioreq server ${started.serverId} (adopted=${started.adopted})`);
+  step(
+    `new backend adopted ioreq server ${started.serverId} (adopted=${started.adopted}, ${started.detail})`,
+  );
   if (!started.adopted || started.serverId !== firstServer)
     throw new Error(`the new backend did not adopt server ${firstServer}: ${JSON.stringify(started)}`);
+  // The guest reads a round in well under a second when served: 120 s without one is a hang.
+  const recoveryDeadline = Date.now() + 120_000;
   while (guestRounds(serial) <= stalled) {
-    if (!alive() || Date.now() > deadline)
-      throw new Error(`the guest read nothing after the restart (round ${guestRounds(serial)})`);
+    if (!alive() || Date.now() > recoveryDeadline)
+      throw new Error(
+        `the guest read nothing after the restart (round ${guestRounds(serial)}; new backend: ${backend.served} bytes served, status ${backend.status}, ${backend.resumed} orphaned ioreqs answered, errors ${JSON.stringify(backend.errors)})`,
+      );
     await sleep(100);
   }
   const recoverySeconds = (performance.now() - killed) / 1000;
