@@ -293,7 +293,11 @@ static long request(struct device *d, uint64_t address, uint32_t length, const c
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   wr(d, R_QUEUE_NOTIFY, 0);
   uint64_t deadline = now_ns() + POLL_TIMEOUT_NS;
+  unsigned spins = 0;
   while (get16(ring + USED_OFF + 2) == d->used_idx) {
+    /* Spin briefly, then sleep between polls: a vCPU spinning under emulation takes host CPU
+     * time from dom0, whose backend is what we wait for. */
+    if (++spins > 2000) usleep(50);
     if (now_ns() > deadline) {
       fail(round, "no used element within %llu s (status %#x)", POLL_TIMEOUT_NS / 1000000000ull, rd(d, R_STATUS));
       return -1;

@@ -197,11 +197,12 @@ export async function scenarioMmioGrant(services: XenServices): Promise<string> 
     counters: d.inner.counters,
     device: d.device.metrics(),
     registers: d.transport.counters,
+    controller: { ...d.transport.controller.metrics },
   }));
   for (const r of report) {
     console.log(`XVIO-MEASURE mmio-${r.strategy}-backend-memory ${r.memoryUsPerRequest.toFixed(1)} us`);
     console.log(
-      `XVIO-NOTE mmio-grant ${r.strategy}: ${r.requests} requests, backend memory per request median ${r.memoryUsPerRequest.toFixed(1)} us (mean ${r.memoryUsMean.toFixed(1)}), max buffer mappings live at a completion ${r.maxLiveAtCompletion}, counters ${JSON.stringify(r.counters)}, device ${JSON.stringify(r.device)}`,
+      `XVIO-NOTE mmio-grant ${r.strategy}: ${r.requests} requests, backend memory per request median ${r.memoryUsPerRequest.toFixed(1)} us (mean ${r.memoryUsMean.toFixed(1)}), max buffer mappings live at a completion ${r.maxLiveAtCompletion}, counters ${JSON.stringify(r.counters)}, device ${JSON.stringify(r.device)}, controller ${JSON.stringify(r.controller)}`,
     );
   }
   console.log(`XVIO-MEASURE mmio-grant-ioreqs-answered ${server.stats.answered} count`);
@@ -236,6 +237,12 @@ export async function scenarioMmioGrant(services: XenServices): Promise<string> 
     live.every((n) => n === 0),
     `mappings left after the guest reset its devices: ${JSON.stringify(live)}`,
   );
+  // A revoked or read-only grant fails its request only: no device ever needed a reset.
+  for (const r of report)
+    assert(
+      r.controller.needsReset === 0,
+      `${r.strategy} went to NEEDS_RESET: ${JSON.stringify(r.controller)}`,
+    );
   assert(services.grants.liveMappings() === 0, `${services.grants.liveMappings()} grant mappings left`);
   return `HVM guest ${domid} drove 3 virtio-mmio rng windows with grant DMA from user space in ${seconds.toFixed(0)} s; backend memory per request: grant-map ${map.memoryUsPerRequest.toFixed(0)} us, grant-copy ${copy.memoryUsPerRequest.toFixed(0)} us, persistent-pool ${persistent.memoryUsPerRequest.toFixed(0)} us; ${server.stats.answered} ioreqs`;
 }
