@@ -43,7 +43,7 @@
 
 #define PAGE 4096u
 #define QSIZE 16u
-#define REQUESTS 64u
+#define REQUESTS 256u
 #define POOL_PAGES 8u
 #define POLL_TIMEOUT_NS 20000000000ull /* 20 s: TCG is slow, but a lost request must not hang */
 
@@ -357,7 +357,7 @@ static void round_report(const char *round, struct tally *t, unsigned defer_delt
     if (t->histogram[v] < lo) lo = t->histogram[v];
     if (t->histogram[v] > hi) hi = t->histogram[v];
   }
-  /* Spread: with 256 KiB of random bytes each value is expected 1024 times (sd ~32). */
+  /* Spread: with 1 MiB of random bytes each value is expected 4096 times (sd ~64). */
   uint64_t expected = t->bytes / 256;
   int spread_ok = distinct == 256 && lo * 2 > expected && hi < expected * 2;
   uint64_t avg_us = t->requests ? t->ns_total / t->requests / 1000 : 0;

@@ -155,8 +155,16 @@ export async function scenarioMmioGrant(services: XenServices): Promise<string> 
   let poolPages = 0;
   const deadline = Date.now() + 600_000;
   let lastReport = Date.now();
+  // `xl list` runs synchronously and blocks the event loop that answers the guest's ioreqs, so
+  // progress is read from the guest's console and the domain list consulted only now and then.
+  let lastList = Date.now();
   try {
-    while (domainNames().includes(name)) {
+    for (;;) {
+      if (readLog(serial).includes('DOMU-DONE')) break;
+      if (Date.now() - lastList > 15_000) {
+        lastList = Date.now();
+        if (!domainNames().includes(name)) break;
+      }
       if (Date.now() > deadline) {
         diagnose(serial);
         throw new Error('the guest did not finish within 600 s');
@@ -177,8 +185,10 @@ export async function scenarioMmioGrant(services: XenServices): Promise<string> 
           `waiting: ${server.stats.answered} ioreqs, ${devices.map((d) => `${d.strategy} ${d.seen.requests}`).join(', ')} requests; guest: ${last}`,
         );
       }
-      await sleep(200);
+      await sleep(500);
     }
+    // Done: the guest powers off (on_poweroff=destroy).
+    for (let i = 0; i < 60 && domainNames().includes(name); i++) await sleep(500);
   } finally {
     if (domainNames().includes(name)) xl('destroy', name);
   }
