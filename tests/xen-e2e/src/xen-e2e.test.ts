@@ -35,6 +35,18 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
     );
   });
 
+  it('serves vhost-user XEN_MMAP grant regions in dom0, mapping each request through gntdev and leaving no mapping', () => {
+    const scenario = result.passed.find((p) => p.name === 'vhost-user-xen-grant');
+    if (!scenario) throw new Error(`scenario failed: ${JSON.stringify(result.failed)}`);
+    expect(scenario.detail).toMatch(/no mapping left after each disconnect/);
+    expect(result.measures.map((m) => m.name)).toEqual(
+      expect.arrayContaining([
+        'vhost-user-xen-grant-echo-64b-on-demand',
+        'vhost-user-xen-grant-echo-64b-rings-in-advance',
+      ]),
+    );
+  });
+
   it('serves virtio-rng to a stock Linux HVM guest as a PCI function through an ioreq server (foreign-mapped DMA)', () => {
     const scenario = result.passed.find((p) => p.name === 'hvm-pci-rng');
     if (!scenario) {
