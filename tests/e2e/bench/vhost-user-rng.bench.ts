@@ -3,21 +3,38 @@
 // rounds; reports the median guest-side MB/s of each and their ratio, the machine load of
 // every round, and where a request's round trip goes as the backend sees it.
 //   pnpm --filter @xvio/e2e bench        (XVIO_BENCH_ROUNDS=9 for more rounds,
-//                                          XVIO_BENCH_PINNED_ROUNDS=0 to skip the one-CPU rounds)
+//                                          XVIO_BENCH_SPLIT_ROUNDS / XVIO_BENCH_PINNED_ROUNDS for the
+//                                          pinned layouts, 0 skips them)
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildInitramfs, fetchGuestKernel } from '../src/e2e-guest.js';
-import { BackendProcess, bootGuest, type GuestRun, transferRate } from '../src/e2e-qemu.js';
+import {
+  BackendProcess,
+  bootGuest,
+  type GuestControl,
+  type GuestRun,
+  transferRate,
+} from '../src/e2e-qemu.js';
 import { ensureSystemPackages } from '../src/e2e-system.js';
 
 const BYTES = 4 * 1024 * 1024;
 const REQUEST_BYTES = 64;
 const rounds = Number(process.env.XVIO_BENCH_ROUNDS ?? 7);
+const splitRounds = Number(process.env.XVIO_BENCH_SPLIT_ROUNDS ?? 5);
 const pinnedRounds = Number(process.env.XVIO_BENCH_PINNED_ROUNDS ?? 3);
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
+
+/**
+ * Where the threads run. free: wherever the scheduler puts them. split: QEMU pinned as
+ * libvirt's vcpupin/emulatorpin pin a guest, the same for both devices: the vCPU thread on
+ * one CPU, every other QEMU thread (main loop, where the built-in device runs) on the other,
+ * and xvio's backend (where its device runs) beside the main loop. one-cpu: QEMU and the
+ * backend all on one CPU, so no wake-up crosses CPUs.
+ */
+type Layout = 'free' | 'split' | 'one-cpu';
 
 interface Timing {
   kicks: number;
@@ -32,7 +49,7 @@ interface Timing {
 
 interface Sample {
   device: 'xvio' | 'builtin';
-  layout: 'free' | 'one-cpu';
+  layout: Layout;
   round: number;
   mbps: number;
   /** 1-minute load average when the boot started. */
@@ -80,17 +97,41 @@ const samples: Sample[] = [];
 // One CPU for QEMU (both devices) and for xvio's backend: no wake-up ever crosses CPUs, so
 // the rate shows the work a request costs, not how fast an idle CPU wakes.
 const ONE_CPU = String(cpus().length - 1);
+const VCPU_CPU = '0';
+const EMULATOR_CPU = String(cpus().length - 1);
+
+/** Moves QEMU's vCPU threads (named "CPU n/TCG" with `-name ...,debug-threads=on`) to VCPU_CPU. */
+function pinVcpuThreads(pid: number): void {
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const comm = readFileSync(`/proc/${pid}/task/${task}/comm`, 'utf8');
+    if (comm.startsWith('CPU ')) execFileSync('taskset', ['-p', '-c', VCPU_CPU, task], { stdio: 'ignore' });
+  }
+}
 
 async function measure(device: Sample['device'], layout: Sample['layout'], round: number): Promise<Sample> {
   const load = loadavg()[0]!;
   const before = cpuJiffies();
-  const wrapper = layout === 'one-cpu' ? ['taskset', '-c', ONE_CPU] : undefined;
+  const backendCpu = layout === 'one-cpu' ? ONE_CPU : layout === 'split' ? EMULATOR_CPU : undefined;
+  const wrapper = backendCpu === undefined ? undefined : ['taskset', '-c', backendCpu];
+  // split: QEMU starts on the emulator CPU; its vCPU thread moves once the guest runs /init
+  // (before the transfer starts).
+  let pinned = false;
   const common = {
     kernel: kernel.vmlinuz,
     initrd,
     args: { case: 'rng', bytes: BYTES },
     timeoutMs: 300_000,
     ...(wrapper ? { wrapper } : {}),
+    ...(layout === 'split'
+      ? {
+          qemuArgs: ['-name', 'rng-bench,debug-threads=on'],
+          onLine(line: string, control: GuestControl) {
+            if (pinned || !line.includes('XVIO-BOOT') || control.pid === undefined) return;
+            pinned = true;
+            pinVcpuThreads(control.pid);
+          },
+        }
+      : {}),
   };
   let sample: Sample;
   if (device === 'builtin') {
@@ -110,8 +151,9 @@ async function measure(device: Sample['device'], layout: Sample['layout'], round
     await backend.start();
     let run: GuestRun;
     try {
-      if (layout === 'one-cpu')
-        execFileSync('taskset', ['-a', '-p', '-c', ONE_CPU, String(backend.pid)], { stdio: 'ignore' });
+      if (backendCpu !== undefined) {
+        execFileSync('taskset', ['-a', '-p', '-c', backendCpu, String(backend.pid)], { stdio: 'ignore' });
+      }
       run = await bootGuest({
         ...common,
         devices: ['-chardev', `socket,id=vu,path=${socket}`, '-device', 'vhost-user-rng-pci,chardev=vu'],
@@ -150,6 +192,10 @@ try {
     const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
     for (const device of order) samples.push(await measure(device, 'free', round));
   }
+  for (let round = 0; round < splitRounds; round++) {
+    const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
+    for (const device of order) samples.push(await measure(device, 'split', round));
+  }
   for (let round = 0; round < pinnedRounds; round++) {
     const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
     for (const device of order) samples.push(await measure(device, 'one-cpu', round));
@@ -162,21 +208,44 @@ const of = (device: Sample['device'], layout: Sample['layout']) =>
   samples.filter((s) => s.device === device && s.layout === layout);
 const rates = (list: Sample[]) => list.map((s) => s.mbps);
 const round2 = (n: number) => Math.round(n * 100) / 100;
-const xvioFree = of('xvio', 'free');
-const builtinFree = of('builtin', 'free');
-const xvioRate = median(rates(xvioFree));
-const builtinRate = median(rates(builtinFree));
-const ratio = xvioRate / builtinRate;
-// Each round's two boots run back to back, so their ratio sees nearly the same machine load;
-// the median of those ratios is less at the mercy of load that comes and goes between rounds.
-const pairedRatios = xvioFree.flatMap((x) => {
-  const b = builtinFree.find((s) => s.round === x.round);
-  return b ? [x.mbps / b.mbps] : [];
+
+interface LayoutSummary {
+  layout: Layout;
+  rounds: number;
+  xvio: number;
+  builtin: number;
+  /** Ratio of the medians. */
+  ratio: number;
+  /**
+   * Each round's two boots run back to back, so their ratio sees nearly the same machine
+   * load; the median of those ratios is less at the mercy of load that comes and goes.
+   */
+  paired: number[];
+}
+
+const summaries: LayoutSummary[] = (['free', 'split', 'one-cpu'] as const).flatMap((layout) => {
+  const xvio = of('xvio', layout);
+  const builtin = of('builtin', layout);
+  if (xvio.length === 0 || builtin.length === 0) return [];
+  const paired = xvio.flatMap((x) => {
+    const b = builtin.find((each) => each.round === x.round);
+    return b ? [x.mbps / b.mbps] : [];
+  });
+  const xvioRate = median(rates(xvio));
+  const builtinRate = median(rates(builtin));
+  return [
+    {
+      layout,
+      rounds: xvio.length,
+      xvio: xvioRate,
+      builtin: builtinRate,
+      ratio: xvioRate / builtinRate,
+      paired,
+    },
+  ];
 });
-const pairedRatio = median(pairedRatios);
-const xvioPinned = of('xvio', 'one-cpu');
-const builtinPinned = of('builtin', 'one-cpu');
-const pinnedRatio = median(rates(xvioPinned)) / Math.max(1e-9, median(rates(builtinPinned)));
+const free = summaries.find((each) => each.layout === 'free')!;
+const xvioFree = of('xvio', 'free');
 const loads = samples.map((s) => s.load);
 const steals = samples.map((s) => s.stealPercent);
 const timingOf = (list: Sample[], key: keyof Timing) =>
@@ -184,6 +253,11 @@ const timingOf = (list: Sample[], key: keyof Timing) =>
 const usPerRequest = (mbps: number) => REQUEST_BYTES / mbps; // MB/s = bytes per microsecond
 const guest = samples[0]?.guest ?? {};
 const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, QEMU TCG, guest ${kernel.release}, load ${median(loads).toFixed(1)} (${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}), steal ${Math.max(...steals).toFixed(1)}% at most`;
+const layoutLabel: Record<Layout, string> = {
+  free: 'free',
+  split: `split (vCPU on CPU ${VCPU_CPU}; QEMU's other threads and xvio's backend on CPU ${EMULATOR_CPU})`,
+  'one-cpu': `one CPU (QEMU and xvio's backend on CPU ${ONE_CPU})`,
+};
 
 const report = {
   machine,
@@ -191,63 +265,49 @@ const report = {
   results: [
     {
       name: 'guest dd 4 MiB from /dev/hwrng via xvio vhost-user rng (median)',
-      value: round2(xvioRate),
+      value: round2(free.xvio),
       unit: 'MB/s',
       bound: {
         name: 'QEMU built-in virtio-rng-pci, same guest, same run (median)',
-        value: round2(builtinRate),
+        value: round2(free.builtin),
       },
       samples: rates(xvioFree).map(round2),
     },
     {
       name: 'guest dd 4 MiB from /dev/hwrng via QEMU built-in virtio-rng-pci (median)',
-      value: round2(builtinRate),
+      value: round2(free.builtin),
       unit: 'MB/s',
-      samples: rates(builtinFree).map(round2),
+      samples: rates(of('builtin', 'free')).map(round2),
     },
+    ...summaries.flatMap((summary) => [
+      {
+        name: `xvio / built-in, ${layoutLabel[summary.layout]}`,
+        value: round2(summary.ratio),
+        unit: 'x',
+        bound: { name: 'target', value: 1 },
+        xvio: round2(summary.xvio),
+        builtin: round2(summary.builtin),
+      },
+      {
+        name: `xvio / built-in, ${layoutLabel[summary.layout]}, median of the ratios within each round`,
+        value: round2(median(summary.paired)),
+        unit: 'x',
+        bound: { name: 'target', value: 1 },
+        samples: summary.paired.map(round2),
+      },
+    ]),
     {
-      name: 'xvio / built-in',
-      value: round2(ratio),
-      unit: 'x',
-      bound: { name: 'target', value: 1 },
-    },
-    {
-      name: 'xvio / built-in, median of the ratios within each round',
-      value: round2(pairedRatio),
-      unit: 'x',
-      bound: { name: 'target', value: 1 },
-      samples: pairedRatios.map(round2),
-    },
-    ...(pinnedRounds > 0
-      ? [
-          {
-            name: 'one CPU for QEMU and the backend: xvio (median)',
-            value: round2(median(rates(xvioPinned))),
-            unit: 'MB/s',
-            bound: { name: 'built-in on the same CPU (median)', value: round2(median(rates(builtinPinned))) },
-            samples: rates(xvioPinned).map(round2),
-          },
-          {
-            name: 'one CPU for QEMU and the backend: built-in (median)',
-            value: round2(median(rates(builtinPinned))),
-            unit: 'MB/s',
-            samples: rates(builtinPinned).map(round2),
-          },
-          { name: 'one CPU: xvio / built-in', value: round2(pinnedRatio), unit: 'x' },
-        ]
-      : []),
-    {
-      name: 'xvio backend: kick to kick (one guest round trip), median',
+      name: 'xvio backend (free): kick to kick (one guest round trip), median',
       value: round2(timingOf(xvioFree, 'cycleMedianUs')),
       unit: 'us',
     },
     {
-      name: 'xvio backend: kick handed to the device until the call is written, median',
+      name: 'xvio backend (free): kick handed to the device until the call is written, median',
       value: round2(timingOf(xvioFree, 'serviceMedianUs')),
       unit: 'us',
     },
     {
-      name: 'xvio backend: CPU time per kick (user + system)',
+      name: 'xvio backend (free): CPU time per kick (user + system)',
       value: round2(timingOf(xvioFree, 'cpuUserUsPerKick') + timingOf(xvioFree, 'cpuSystemUsPerKick')),
       unit: 'us',
     },
@@ -268,15 +328,17 @@ mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'vhost-user-rng.json'), `${JSON.stringify(report, null, 2)}\n`);
 
 const row = (s: Sample) =>
-  `| ${s.layout === 'free' ? 'free' : 'one CPU'} | ${s.round + 1} | ${s.device === 'xvio' ? 'xvio' : 'built-in'} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
+  `| ${s.layout} | ${s.round + 1} | ${s.device === 'xvio' ? 'xvio' : 'built-in'} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
     s.timing
       ? `${s.timing.cycleMedianUs.toFixed(1)} (${s.timing.cycleMeanUs.toFixed(1)}) / ${s.timing.serviceMedianUs.toFixed(1)} / ${(s.timing.cpuUserUsPerKick + s.timing.cpuSystemUsPerKick).toFixed(1)}`
       : ''
   } | ${s.vhostUser ? `${s.requests ?? '?'} / ${s.vhostUser.kicks} / ${s.vhostUser.calls}` : ''} |`;
-const pinnedSummary =
-  pinnedRounds > 0
-    ? `| one CPU (\`taskset -c ${ONE_CPU}\` for QEMU and the backend alike) | ${median(rates(xvioPinned)).toFixed(2)} | ${median(rates(builtinPinned)).toFixed(2)} | ${pinnedRatio.toFixed(2)}x |\n`
-    : '';
+const summaryRows = summaries
+  .map(
+    (summary) =>
+      `| ${layoutLabel[summary.layout]} | ${summary.rounds} | ${summary.xvio.toFixed(2)} | ${summary.builtin.toFixed(2)} | **${summary.ratio.toFixed(2)}x** | ${median(summary.paired).toFixed(2)}x (${summary.paired.map((r) => r.toFixed(2)).join(', ')}) |`,
+  )
+  .join('\n');
 writeFileSync(
   join(resultsDir, 'vhost-user-rng.md'),
   `# vhost-user rng: xvio vs QEMU's built-in virtio-rng-pci
@@ -284,14 +346,17 @@ writeFileSync(
 ${report.date} on ${machine}. Each round boots the same Debian cloud kernel and busybox
 initramfs and reads 4 MiB from \`/dev/hwrng\` with \`dd bs=4096\` (guest-side time from
 \`/proc/uptime\`), once through xvio's \`vhost-user-rng-pci\` backend process and once through
-QEMU's built-in \`virtio-rng-pci\`, alternating which goes first. "free": the scheduler places
-QEMU's threads and the backend on the ${cpus().length} CPUs as it likes (${rounds} rounds); "one CPU": QEMU and the
-backend all run on CPU ${ONE_CPU} (${pinnedRounds} rounds).
+QEMU's built-in \`virtio-rng-pci\`, back to back, alternating which goes first. Three
+layouts, QEMU placed the same way for both devices: "free", the scheduler places every
+thread; "split", QEMU pinned as libvirt's \`vcpupin\`/\`emulatorpin\` pin a guest (the vCPU
+thread on CPU ${VCPU_CPU}, QEMU's other threads, among them the main loop that runs the built-in
+device, on CPU ${EMULATOR_CPU}) and xvio's backend beside the main loop; "one-cpu", QEMU and the backend
+all on CPU ${ONE_CPU}. Target: xvio >= 1.0x the built-in device.
 
-| layout | xvio MB/s (median) | built-in MB/s (median) | xvio / built-in |
-|---|---|---|---|
-| free | ${xvioRate.toFixed(2)} | ${builtinRate.toFixed(2)} | **${ratio.toFixed(2)}x** (target >= 1.0x); median of the per-round ratios ${pairedRatio.toFixed(2)}x (${pairedRatios.map((r) => r.toFixed(2)).join(', ')}) |
-${pinnedSummary}
+| layout | rounds | xvio MB/s (median) | built-in MB/s (median) | xvio / built-in | median of the per-round ratios |
+|---|---|---|---|---|---|
+${summaryRows}
+
 Every round (µs/request = 64 bytes / rate; load = 1-minute load average at the boot; steal =
 CPU time the machine's own hypervisor took, it is a VM itself; backend = as xvio's backend
 saw it: median (mean) kick-to-kick interval, median time from the kick reaching the device to the
@@ -312,12 +377,24 @@ flight, so the rate is one round trip per 64 bytes. Built in, a request costs tw
 hand-offs inside QEMU (vCPU thread → main loop's bottom half → vCPU); through vhost-user it
 costs three (vCPU writes the kick eventfd → backend → call eventfd → QEMU's main loop → vCPU).
 The backend's own service time is the small part (the "service" column); the rest of the
-cycle is the guest and QEMU, and above all how fast a sleeping thread on an idle CPU of this
-VM is woken. See tests/e2e/README.md ("Performance") for the breakdown per thread.
+cycle is the guest, QEMU, and how fast a sleeping thread is woken: on another CPU of this
+machine (itself a VM whose idle CPUs halt to its host) that takes tens of microseconds. Which
+hand-offs cross CPUs decides the ratio: when the scheduler keeps QEMU's vCPU thread and main
+loop on one CPU (one-cpu always, free often), the built-in device's two hand-offs stay on one CPU and the
+backend's hop is extra work; when the vCPU has a CPU of its own (split), both devices cross
+CPUs twice per request (kick and interrupt) and the backend's hop beside the main loop costs
+about what the built-in device's bottom half does. See tests/e2e/README.md ("Performance")
+for the breakdown per thread.
 
-Run: \`pnpm --filter @xvio/e2e bench\` (\`XVIO_BENCH_ROUNDS\`, \`XVIO_BENCH_PINNED_ROUNDS\` set the rounds).
+Run: \`pnpm --filter @xvio/e2e bench\` (\`XVIO_BENCH_ROUNDS\`, \`XVIO_BENCH_SPLIT_ROUNDS\`,
+\`XVIO_BENCH_PINNED_ROUNDS\` set the rounds).
 `,
 );
 console.log(
-  `xvio ${xvioRate.toFixed(2)} MB/s, virtio-rng-pci ${builtinRate.toFixed(2)} MB/s, ratio ${ratio.toFixed(2)}x; one CPU ${pinnedRatio.toFixed(2)}x`,
+  summaries
+    .map(
+      (each) =>
+        `${each.layout}: xvio ${each.xvio.toFixed(2)} MB/s, built-in ${each.builtin.toFixed(2)} MB/s, ${each.ratio.toFixed(2)}x`,
+    )
+    .join('\n'),
 );

@@ -7,6 +7,8 @@ export interface GuestControl {
   send(line: string): void;
   /** Ends QEMU at once. */
   kill(): void;
+  /** QEMU's process id (a `wrapper` such as taskset execs QEMU in its own process). */
+  readonly pid: number | undefined;
 }
 
 export interface BootOptions {
@@ -99,6 +101,7 @@ export function bootGuest(options: BootOptions): Promise<GuestRun> {
   const control: GuestControl = {
     send: (line) => child.stdin.write(`${line}\n`),
     kill: () => child.kill('SIGKILL'),
+    pid: child.pid,
   };
   let pending = '';
   const onData = (chunk: Buffer) => {
