@@ -37,6 +37,38 @@ describe('createXenRegionMapper', () => {
     await services.close();
   });
 
+  it('maps a foreign region flagged NO_ADVANCE_MAP per access, in bounded chunks', async () => {
+    const sim = createXenSimulator();
+    const guest = sim.createDomain({ memoryBytes: 4 << 20 });
+    guest.memory[0x30_0005] = 0x77;
+    const services = sim.services(0);
+    const mapper = createXenRegionMapper({ foreignMemory: services.foreignMemory });
+    const [piece, ...rest] = mapper.map({
+      guestAddress: 0n,
+      size: 4n << 20n,
+      userAddress: 0x7f00_0000_0000n,
+      mmapOffset: 0n,
+      xenFlags: XEN_MMAP_FOREIGN | XEN_MMAP_NO_ADVANCE_MAP,
+      domid: guest.domid,
+      fd: -1,
+    });
+    expect(rest).toEqual([]);
+    expect(piece!.bytes.length).toBe(0);
+    const onDemand = piece!.onDemand!.memory;
+    expect(onDemand.kind).toBe('foreign');
+    expect(onDemand.counters.maps).toBe(0);
+    const memory = createRegionsMemory([piece!]);
+    const back = new Uint8Array(2);
+    memory.read(0x30_0004n, back);
+    expect([...back]).toEqual([0, 0x77]);
+    memory.write(0x10n, Uint8Array.of(9));
+    expect(guest.memory[0x10]).toBe(9);
+    expect(onDemand.counters.maps).toBeGreaterThan(0);
+    memory.clear();
+    expect(onDemand.liveMappings()).toBe(0);
+    await services.close();
+  });
+
   it('refuses grant regions without grant tables, unaligned regions and frames beyond the guest, mapping nothing', async () => {
     const sim = createXenSimulator();
     const guest = sim.createDomain({ memoryBytes: 1 << 20 });

@@ -1,4 +1,5 @@
 import {
+  createForeignMappingMemory,
   createGrantCopyMemory,
   createGrantMapMemory,
   createPersistentPoolMemory,
@@ -30,6 +31,8 @@ const FRAMES_PER_PIECE = 65_536;
 const MAX_GRANT_REF = 0xffff_ffffn;
 /** Xen domain ids below DOMID_FIRST_RESERVED (0x7ff0) name domains. */
 const MAX_DOMID = 0x7fef;
+/** NO_ADVANCE_MAP as the spec (bit 8) and rust-vmm (0x8) spell it. */
+const NO_ADVANCE_MAP = XEN_MMAP_NO_ADVANCE_MAP | XEN_MMAP_NO_ADVANCE_MAP_RUST_VMM;
 /** Default bound on a grant region mapped in advance: 4 MiB (rings are a few pages). */
 export const DEFAULT_MAX_ADVANCE_PAGES = 1024;
 
@@ -65,7 +68,8 @@ export interface XenRegionMapperOptions {
  *
  * - *foreign* (bit 0): the guest-physical range of `domid` through privcmd
  *   (`ForeignMemory.map`), page-aligned, in pieces of at most 256 MiB, unmapped when the
- *   frontend removes the region;
+ *   frontend removes the region; with NO_ADVANCE_MAP, on demand in bounded chunks (grant-pool's
+ *   foreign strategy);
  * - *grant* (bit 1): guest addresses are grant DMA addresses, as vm-memory's Xen grant
  *   regions read them: page `(address & ~(1 << 63)) >> 12` of the address space is grant
  *   reference of that number (Linux's xen-grant-dma puts `1<<63 | gref<<12 | offset` on the
@@ -107,6 +111,16 @@ function mapForeignRegion(options: XenRegionMapperOptions, request: XenRegionReq
       'xen-mapping-unavailable',
       `foreign region of domain ${request.domid}: this backend maps no foreign memory`,
     );
+  }
+  if (request.xenFlags & NO_ADVANCE_MAP) {
+    // The frontend may not allow the whole region at once (vhost-user.rst, bit 8): frames are
+    // mapped in bounded chunks as accesses reach them (grant-pool's foreign strategy).
+    const memory = createForeignMappingMemory({
+      foreignMemory,
+      domid: request.domid,
+      maxRequestPages: options.maxRequestPages ?? DEFAULT_MAX_REQUEST_PAGES,
+    });
+    return [onDemandRegion(request, memory)];
   }
   if (request.guestAddress % PAGE !== 0n || request.size % PAGE !== 0n || request.userAddress % PAGE !== 0n) {
     throw new VhostUserError(
@@ -178,7 +192,7 @@ function mapGrantRegion(options: XenRegionMapperOptions, request: XenRegionReque
   const firstRef = grantRef(start);
   const pages = Number(grantRef(last) - firstRef) + 1;
   const advance =
-    (request.xenFlags & (XEN_MMAP_NO_ADVANCE_MAP | XEN_MMAP_NO_ADVANCE_MAP_RUST_VMM)) === 0 &&
+    (request.xenFlags & NO_ADVANCE_MAP) === 0 &&
     pages <= (options.maxAdvancePages ?? DEFAULT_MAX_ADVANCE_PAGES);
   if (advance) {
     // Rings: mapped once, writable (the used ring is written), until the region goes.
@@ -208,16 +222,20 @@ function mapGrantRegion(options: XenRegionMapperOptions, request: XenRegionReque
       },
     ];
   }
-  const memory = new GrantRegionMemory(grantStrategyMemory(options, grants, request.domid));
   return [
-    {
-      guestAddress: start,
-      userAddress: request.userAddress,
-      bytes: new Uint8Array(0),
-      onDemand: { size: Number(request.size), memory },
-      unmap: () => memory.unmapAll(),
-    },
+    onDemandRegion(request, new GrantRegionMemory(grantStrategyMemory(options, grants, request.domid))),
   ];
+}
+
+/** A region reached through `memory` per access; its mappings go when the region does. */
+function onDemandRegion(request: XenRegionRequest, memory: GuestMemory): MemoryRegion {
+  return {
+    guestAddress: request.guestAddress,
+    userAddress: request.userAddress,
+    bytes: new Uint8Array(0),
+    onDemand: { size: Number(request.size), memory },
+    unmap: () => memory.unmapAll(),
+  };
 }
 
 function grantStrategyMemory(
