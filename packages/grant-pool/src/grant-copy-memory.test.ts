@@ -1,8 +1,9 @@
-import type { SimGrantTables } from '@xvio/xen';
-import { GTF_reading, GTF_writing } from '@xvio/xen';
+import type { GrantTables, SimGrantTables } from '@xvio/xen';
+import { GNTST_general_error, GNTST_okay, GTF_reading, GTF_writing } from '@xvio/xen';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PAGE_SIZE } from './grant-address.js';
+import { encodeGrantAddress, PAGE_SIZE } from './grant-address.js';
 import { GrantCopyMemory } from './grant-copy-memory.js';
+import { GuestMemoryError } from './memory-errors.js';
 import { createSimFixture } from './memory-strategy-fixtures.js';
 
 type Fixture = ReturnType<typeof createSimFixture>;
@@ -60,6 +61,32 @@ describe('grant copy', () => {
     expect(memory.liveMappings()).toBe(0);
     mapped.release([100]);
     expect(buffer.guestRead().every((value) => value === 0)).toBe(true);
+  });
+
+  it('tells a read-only grant from a revoked one when Xen answers general_error for both (real Xen)', () => {
+    fixture = createSimFixture('grant-copy');
+    const real = fixture.backend.grants;
+    // Xen 4.17 refuses to write-pin a read-only grant, and any grant not permitted to us, with
+    // GNTST_general_error ("Attempt to write-pin a r/o grant entry", "Bad flags").
+    const grants = Object.create(real) as GrantTables;
+    grants.copy = (segments) => real.copy(segments).map((s) => (s === GNTST_okay ? s : GNTST_general_error));
+    const memory = new GrantCopyMemory({ grants, domid: fixture.guest.domid });
+    const readOnly = fixture.buffer(PAGE_SIZE, { readOnly: true, aligned: true });
+    const faultOf = (body: () => unknown) => {
+      try {
+        body();
+        return undefined;
+      } catch (error) {
+        return GuestMemoryError.isInstance(error) ? error.code : String(error);
+      }
+    };
+    expect(
+      faultOf(() => memory.map([{ address: readOnly.address, length: PAGE_SIZE, access: 'write' }])),
+    ).toBe('read-only');
+    const never = encodeGrantAddress(fixture.frontend.grant([fixture.guest.allocatePages(1)]) + 1);
+    expect(faultOf(() => memory.map([{ address: never, length: 16, access: 'write' }]))).toBe(
+      'grant-not-permitted',
+    );
   });
 
   it('honours a smaller batch and rejects a batch above 64', () => {

@@ -1,5 +1,5 @@
 import type { GrantCopySegment, GrantTables } from '@xvio/xen';
-import { GNTST_okay, GNTST_permission_denied } from '@xvio/xen';
+import { GNTST_general_error, GNTST_okay, GNTST_permission_denied } from '@xvio/xen';
 import { PAGE_SIZE } from './grant-address.js';
 import {
   clampWritten,
@@ -156,7 +156,12 @@ export class GrantCopyMemory implements XenGuestMemory {
     const owner = owners[failed.index] as { address: bigint; length: number };
     const segment = segments[failed.index] as GrantCopySegment;
     let code = grantStatusFault(failed.status);
-    if (failed.status === GNTST_permission_denied && segment.dest.kind === 'grant') {
+    // Real Xen refuses to write-pin a read-only grant with general_error (as it refuses a
+    // revoked one); the simulator says permission_denied. Probe on both.
+    if (
+      (failed.status === GNTST_permission_denied || failed.status === GNTST_general_error) &&
+      segment.dest.kind === 'grant'
+    ) {
       const { ref, offset } = segment.dest;
       // Refused as a destination: readable, so granted read-only?
       const probe = this.copy([

@@ -1,4 +1,11 @@
-import { GTF_reading, GTF_writing } from '@xvio/xen';
+import {
+  GNTST_general_error,
+  GNTST_okay,
+  GrantError,
+  type GrantTables,
+  GTF_reading,
+  GTF_writing,
+} from '@xvio/xen';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeGrantAddress, PAGE_SIZE } from './grant-address.js';
 import { GrantMapMemory } from './grant-map-memory.js';
@@ -33,6 +40,42 @@ describe('grant map per request', () => {
     mapped.release();
     expect(memory.counters.calls).toBe(4);
     expect(memory.counters.unmaps).toBe(4);
+    expect(fixture.hostMappings()).toBe(0);
+  });
+
+  it('tells a read-only grant from a revoked one when every failed op reads general_error (native gntdev)', () => {
+    fixture = createSimFixture('grant-map');
+    const real = fixture.backend.grants;
+    // What the native binding reports: gntdev gives one errno per batch, so each failing op
+    // found by mapping it alone reads GNTST_general_error, whatever Xen's reason was.
+    const grants = Object.create(real) as GrantTables;
+    grants.map = (request) => {
+      try {
+        return real.map(request);
+      } catch (error) {
+        if (!GrantError.isInstance(error)) throw error;
+        const status = error.status.map((s) => (s === GNTST_okay ? s : GNTST_general_error));
+        throw new GrantError('EINVAL', 'map_grant_refs', status, error.message);
+      }
+    };
+    const memory = new GrantMapMemory({ grants, domid: fixture.guest.domid });
+    const readOnly = fixture.buffer(PAGE_SIZE, { readOnly: true, aligned: true });
+    const faultOf = (body: () => unknown) => {
+      try {
+        body();
+        return undefined;
+      } catch (error) {
+        return GuestMemoryError.isInstance(error) ? error.code : String(error);
+      }
+    };
+    expect(
+      faultOf(() => memory.map([{ address: readOnly.address, length: PAGE_SIZE, access: 'write' }])),
+    ).toBe('read-only');
+    const never = encodeGrantAddress(fixture.frontend.grant([fixture.guest.allocatePages(1)]) + 1);
+    expect(faultOf(() => memory.map([{ address: never, length: 16, access: 'write' }]))).toBe(
+      'grant-not-permitted',
+    );
+    expect(memory.liveMappings()).toBe(0);
     expect(fixture.hostMappings()).toBe(0);
   });
 

@@ -1,5 +1,5 @@
 import type { GrantMapping, GrantTables } from '@xvio/xen';
-import { GNTST_permission_denied } from '@xvio/xen';
+import { GNTST_general_error, GNTST_permission_denied } from '@xvio/xen';
 import { PAGE_SIZE } from './grant-address.js';
 import { firstFailedOp, type GrantSpan, grantSpan, grantStatusFault, isXenFailure } from './grant-span.js';
 import type { FenceOrder, GuestMemory, MappedRanges, MemoryAccess, MemoryRange } from './guest-memory.js';
@@ -100,9 +100,13 @@ export class GrantMapMemory implements XenGuestMemory {
       const owner = owners[failed?.index ?? 0] ?? { address: 0n, length: 0 };
       if (failed === undefined) this.fault('host-failure', owner.address, owner.length, undefined, error);
       let code = grantStatusFault(failed.status);
+      // Real Xen refuses to write-pin a read-only grant with general_error, as it refuses a
+      // revoked one (and through gntdev, one errno per batch, every failed op reads
+      // general_error anyway); the simulator says permission_denied. Probe on both, or a
+      // read-only grant on real Xen is reported as not permitted.
       if (
         writable &&
-        failed.status === GNTST_permission_denied &&
+        (failed.status === GNTST_permission_denied || failed.status === GNTST_general_error) &&
         this.grantedReadOnly(refs[failed.index] as number)
       ) {
         code = 'read-only';
