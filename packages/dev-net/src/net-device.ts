@@ -177,8 +177,6 @@ interface RunState {
   readonly controlIndex: number;
   readonly txOffloads: NetOffloads;
   activePairs: number;
-  /** Receive queues with staged used elements, published once per turn. */
-  readonly dirtyRx: Set<number>;
   flushScheduled: boolean;
   readonly txBlocked: boolean[];
   readonly txScheduled: boolean[];
@@ -355,7 +353,6 @@ export class NetDevice implements VirtioDevice {
       controlIndex,
       txOffloads: this.host.txOffloads,
       activePairs: 1,
-      dirtyRx: new Set(),
       flushScheduled: false,
       txBlocked: new Array<boolean>(pairs).fill(false),
       txScheduled: new Array<boolean>(pairs).fill(false),
@@ -853,7 +850,7 @@ export class NetDevice implements VirtioDevice {
     this.capture?.record(segments, length);
     metrics.rxFrames++;
     metrics.rxBytes += length;
-    this.markDirty(run, rxIndex);
+    this.markDirty(run);
     return 'delivered';
   }
 
@@ -901,7 +898,7 @@ export class NetDevice implements VirtioDevice {
     this.capture?.record(segments, length);
     this.metricsValues.rxFrames++;
     this.metricsValues.rxBytes += length;
-    this.markDirty(run, rxIndex);
+    this.markDirty(run);
     return 'delivered';
   }
 
@@ -959,7 +956,7 @@ export class NetDevice implements VirtioDevice {
       error.code !== 'invalid-range'
     ) {
       for (const chain of chains) queue.addUsed(chain, 0);
-      this.markDirty(run, rxIndex);
+      this.markDirty(run);
       this.metricsValues.rxDroppedStopped++;
       return 'dropped';
     }
@@ -968,8 +965,7 @@ export class NetDevice implements VirtioDevice {
   }
 
   /** Used elements of a receive queue are published once per turn, with at most one interrupt. */
-  private markDirty(run: RunState, rxIndex: number): void {
-    run.dirtyRx.add(rxIndex);
+  private markDirty(run: RunState): void {
     if (run.flushScheduled) return;
     run.flushScheduled = true;
     queueMicrotask(() => this.flushRx(run));
@@ -980,11 +976,13 @@ export class NetDevice implements VirtioDevice {
     if (!run) return;
     run.flushScheduled = false;
     if (run.context.signal.aborted) return;
-    for (const rxIndex of run.dirtyRx) {
-      const queue = run.context.queues[rxIndex];
+    // Every receive queue (at most 16): one with nothing staged publishes nothing, and no set of
+    // dirty queues is kept per frame.
+    const queues = run.context.queues;
+    for (let rxIndex = 0; rxIndex < this.queuePairs * 2; rxIndex += 2) {
+      const queue = queues[rxIndex];
       if (queue && queue.publishUsed() > 0 && queue.needsNotification()) run.context.interrupt(rxIndex);
     }
-    run.dirtyRx.clear();
   }
 
   // ---- control queue (spec 5.1.6.5) ----
