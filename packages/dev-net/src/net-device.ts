@@ -808,7 +808,7 @@ export class NetDevice implements VirtioDevice {
     try {
       mapped = run.context.memory.map(ranges);
     } catch (error) {
-      return this.receiveFault(run, queue, rxIndex, chains, error);
+      return this.receiveFault(run, queue, chains, error);
     }
     const written = new Array<number>(ranges.length).fill(0);
     const views: Uint8Array[] = [];
@@ -837,7 +837,7 @@ export class NetDevice implements VirtioDevice {
       );
     } catch (error) {
       mapped.release(written);
-      return this.receiveFault(run, queue, rxIndex, chains, error);
+      return this.receiveFault(run, queue, chains, error);
     }
     mapped.release(written);
     let range = 0;
@@ -871,7 +871,7 @@ export class NetDevice implements VirtioDevice {
     try {
       mapped = run.context.memory.map(chain.descriptorRanges());
     } catch (error) {
-      return this.receiveFault(run, queue, rxIndex, [chain], error);
+      return this.receiveFault(run, queue, [chain], error);
     }
     const written = run.writtenOne;
     written[0] = total;
@@ -889,7 +889,7 @@ export class NetDevice implements VirtioDevice {
       );
     } catch (error) {
       mapped.release(written);
-      return this.receiveFault(run, queue, rxIndex, [chain], error);
+      return this.receiveFault(run, queue, [chain], error);
     }
     mapped.release(written);
     queue.addUsed(chain, total);
@@ -945,7 +945,6 @@ export class NetDevice implements VirtioDevice {
   private receiveFault(
     run: RunState,
     queue: Virtqueue,
-    rxIndex: number,
     chains: readonly DescriptorChain[],
     error: unknown,
   ): ReceiveResult {
