@@ -752,7 +752,6 @@ export class NetDevice implements VirtioDevice {
           return this.deliverSingle(
             run,
             queue,
-            rxIndex,
             first,
             header,
             segments,
@@ -858,7 +857,6 @@ export class NetDevice implements VirtioDevice {
   private deliverSingle(
     run: RunState,
     queue: Virtqueue,
-    rxIndex: number,
     chain: DescriptorChain,
     header: NetHeader,
     segments: readonly Uint8Array[],
