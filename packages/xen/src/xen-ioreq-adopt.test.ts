@@ -60,6 +60,8 @@ describe('adopting an ioreq server after its creator died', () => {
     adopted.claimMmio(MMIO_BASE, 0x1000n, (request) => 0x2200n + BigInt(request.offset), { adopt: true });
     adopted.enable();
     expect(await waiting).toBe(0x2208n);
+    expect(adopted.stats.resumed).toBe(1);
+    expect(adopted.stats.orphaned).toBe(0);
     expect(await guest.vcpu(0).pciConfigRead(pci, 0, 4)).toBe(0x1000_1af4n);
     expect(sim.unansweredIoreqs()).toEqual([]);
     expect(sim.stats.unclaimedAccesses).toBe(0);
@@ -90,6 +92,7 @@ describe('adopting an ioreq server after its creator died', () => {
     adopted.enable();
     expect(await read).toBe(0xab04n);
     expect(adopted.stats.resumed).toBe(1);
+    expect(adopted.stats.orphaned).toBe(1);
     expect(sim.unansweredIoreqs()).toEqual([]);
     await second.close();
   });

@@ -111,8 +111,10 @@ export interface IoreqServerStats {
   unsupported: number;
   /** Slots found in a state the protocol does not allow (counted, ignored). */
   protocolErrors: number;
-  /** Requests a previous owner took (IOREQ_INPROCESS) and never answered, handled after adoption. */
+  /** Requests an adopted server found waiting when enabled (their vCPUs were blocked meanwhile). */
   resumed: number;
+  /** Of those, requests the previous owner had taken (IOREQ_INPROCESS) and never answered. */
+  orphaned: number;
 }
 
 export interface IoreqServerOptions {
@@ -220,6 +222,7 @@ class IoreqServerImpl implements IoreqServer {
     unsupported: 0,
     protocolErrors: 0,
     resumed: 0,
+    orphaned: 0,
   };
   private readonly page: ForeignMapping;
   private readonly view: DataView;
@@ -419,7 +422,8 @@ class IoreqServerImpl implements IoreqServer {
     // A kick without STATE_IOREQ_READY is a duplicate or stale notification; the slot may be ours already.
     const orphan = sweep && state === STATE_IOREQ_INPROCESS && !this.busy.has(vcpu);
     if (state !== STATE_IOREQ_READY && !orphan) return;
-    if (orphan) this.stats.resumed++;
+    if (orphan) this.stats.orphaned++;
+    if (sweep && this.adopted) this.stats.resumed++;
     if (this.busy.has(vcpu)) {
       this.stats.protocolErrors++;
       return;

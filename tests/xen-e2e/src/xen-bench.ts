@@ -45,6 +45,27 @@ const describe: Record<string, { label: string; bound?: { name: string; value: n
     bound: evtchnBound,
   },
   'hvm-guest-lifetime': { label: 'scenario 1: HVM guest create to power off' },
+  'pci-net-ping-rtt': {
+    label: 'virtio-net over PCI: HVM guest ping to dom0 over xvio + TAP, average of 5',
+    bound: evtchnBound,
+  },
+  'pci-net-tcp-guest-to-dom0': {
+    label: 'virtio-net over PCI: TCP 2 MiB guest to dom0 (TAP), MB/s',
+    bound: memcpy,
+  },
+  'pci-net-tcp-dom0-to-guest': {
+    label: 'virtio-net over PCI: TCP 2 MiB dom0 (TAP) to guest, MB/s',
+    bound: memcpy,
+  },
+  'pci-restart-backend-ready': {
+    label: 'scenario 4: PCI backend SIGKILL to a new process serving (adopted ioreq server, 2 s of it dead)',
+  },
+  'pci-restart-guest-recovery': {
+    label: 'scenario 4: PCI backend SIGKILL to the guest completing its next rng read',
+  },
+  'pci-functions-guest-lifetime': {
+    label: 'HVM guest with net, console and restarted rng: create to power off',
+  },
   'mmio-grant-map-request': {
     label: 'scenario 2: virtio-mmio rng 4 KiB request round trip in the guest, grant-map (median)',
   },

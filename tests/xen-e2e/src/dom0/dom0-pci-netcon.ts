@@ -215,12 +215,17 @@ function verifyRestart(outcome: RestartOutcome, rng: RngBackendProcess, lines: s
     lines.some((line) => line.startsWith('DOMU-RNG-CURRENT virtio_rng')),
     'the guest did not use virtio-rng',
   );
-  const status = rng.status;
-  // 64: DEVICE_NEEDS_RESET. The device went on running for the same driver.
+  const status = outcome.statusAfter;
+  // 64: DEVICE_NEEDS_RESET, 4: DRIVER_OK. The device went on running for the same driver.
   assert((status & 64) === 0 && (status & 4) === 4, `device status after the restart ${status}`);
+  assert(outcome.servedAfter > 0, 'the new backend served nothing');
+  assert(
+    rng.errors.length === 0 || rng.errors.every((error) => /ENOENT|ESRCH/.test(error)),
+    `backend errors ${rng.errors.join(' | ')}`,
+  );
   console.log(`XVIO-MEASURE pci-restart-backend-ready ${outcome.restartSeconds.toFixed(2)} s`);
   console.log(`XVIO-MEASURE pci-restart-guest-recovery ${outcome.recoverySeconds.toFixed(2)} s`);
-  return `backend killed at guest round ${outcome.killedAtRound}; the new process adopted ioreq server ${outcome.adoptedServer} (${outcome.resumedIoreqs} orphaned ioreqs answered), restored the function without a reset (status ${status}) and the guest read on: ${pass.slice('DOMU-PASS rng-restart '.length)}; ready ${outcome.restartSeconds.toFixed(1)} s and first guest round ${outcome.recoverySeconds.toFixed(1)} s after SIGKILL (2 s of it without a backend)`;
+  return `backend killed at guest round ${outcome.killedAtRound}; the new process adopted ioreq server ${outcome.adoptedServer} (${outcome.resumedIoreqs} waiting ioreqs answered on adoption), restored the function without a reset (status ${status}, ${outcome.servedAfter} bytes served by it) and the guest read on: ${pass.slice('DOMU-PASS rng-restart '.length)}; ready ${outcome.restartSeconds.toFixed(1)} s and first guest round ${outcome.recoverySeconds.toFixed(1)} s after SIGKILL (2 s of it without a backend)`;
 }
 
 interface NetConsoleRun {

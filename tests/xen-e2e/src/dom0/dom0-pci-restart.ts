@@ -96,6 +96,10 @@ export interface RestartOutcome {
   adoptedServer: number;
   firstServer: number;
   resumedIoreqs: number;
+  /** Device status the new process reported once the guest read again (before any shutdown). */
+  statusAfter: number;
+  /** Bytes the new process served by then. */
+  servedAfter: number;
 }
 
 /**
@@ -137,7 +141,7 @@ export async function restartUnderGuest(
   while (guestRounds(serial) <= stalled) {
     if (!alive() || Date.now() > recoveryDeadline)
       throw new Error(
-        `the guest read nothing after the restart (round ${guestRounds(serial)}; new backend: ${backend.served} bytes served, status ${backend.status}, ${backend.resumed} orphaned ioreqs answered, errors ${JSON.stringify(backend.errors)})`,
+        `the guest read nothing after the restart (round ${guestRounds(serial)}; new backend: ${backend.served} bytes served, status ${backend.status}, ${backend.resumed} waiting ioreqs answered, errors ${JSON.stringify(backend.errors)})`,
       );
     await sleep(100);
   }
@@ -151,5 +155,7 @@ export async function restartUnderGuest(
     adoptedServer: started.serverId,
     firstServer,
     resumedIoreqs: backend.resumed,
+    statusAfter: backend.status,
+    servedAfter: backend.served,
   };
 }
