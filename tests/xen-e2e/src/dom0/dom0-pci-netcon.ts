@@ -194,6 +194,8 @@ export async function runPciGuest(services: XenServices, parts: PciGuestParts): 
       },
     };
   } finally {
+    // A part that failed before the guest ran (a backend that did not start) leaves it paused.
+    if (alive()) xl('destroy', name);
     for (const step of cleanup.reverse()) {
       try {
         await step();
