@@ -4,6 +4,7 @@ export {
   type ControllerHooks,
   type ControllerMetrics,
   type ControllerOptions,
+  type ControllerSnapshot,
   DeviceController,
   type QueueSetup,
 } from './device-controller.js';
