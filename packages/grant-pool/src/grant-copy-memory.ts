@@ -163,12 +163,13 @@ export class GrantCopyMemory implements XenGuestMemory {
       segment.dest.kind === 'grant'
     ) {
       const { ref, offset } = segment.dest;
-      // Refused as a destination: readable, so granted read-only?
+      // Refused as a destination: readable, so granted read-only? One byte is read: Linux's
+      // gntdev answers a zero-length segment GNTST_okay without asking Xen.
       const probe = this.copy([
         {
           source: { kind: 'grant', domid: this.domid, ref, offset },
           dest: { kind: 'local', bytes: this.scratch },
-          length: 0,
+          length: 1,
         },
       ]);
       if (probe === undefined) code = 'read-only';
