@@ -13,8 +13,9 @@
  *   @xvio/grant-pool: grant-map, grant-copy, persistent-pool); one round per window.
  *
  * Every round: device initialization (3.1.1), REQUESTS requests of one 4 KiB page each,
- * polled on the used ring (no interrupt, VIRTQ_AVAIL_F_NO_INTERRUPT), one request whose
- * buffer is a read-only grant (the device must not write it: used length 0, content intact),
+ * polled on the used ring (no interrupt, VIRTQ_AVAIL_F_NO_INTERRUPT), one request on a grant
+ * already revoked and one whose buffer is a read-only grant (the device must fail both alone,
+ * used length 0, and must not write the read-only page),
  * then a device reset. Per-request rounds (grant-map, grant-copy) grant each buffer for one
  * request and revoke it (gntalloc dealloc) right after the used element appears, as
  * xen-grant-dma does on dma_unmap; the persistent-pool round grants a pool once, publishes its
@@ -396,6 +397,25 @@ static int read_only_case(struct device *d, const char *round) {
   return held;
 }
 
+/* A grant the guest revoked (nobody mapped it, so access ended at once) put on the ring: the
+ * device must fail that request alone (used length 0) and keep serving. Runs before the
+ * read-only case, whose request then shows the device still works. */
+static int revoked_case(struct device *d, const char *round) {
+  struct grant gone;
+  if (grant_alloc(&gone, 1) != 0) {
+    fail(round, "gntalloc for the revoked case failed (errno %d)", errno);
+    return 0;
+  }
+  uint64_t address = grant_address(&gone, 0);
+  if (grant_revoke(&gone) != 0) {
+    fail(round, "revoking an unmapped grant failed (errno %d)", errno);
+    return 0;
+  }
+  long len = request(d, address, PAGE, round);
+  if (len != 0) fail(round, "revoked grant: used length %ld", len);
+  return len == 0;
+}
+
 /* grant-map and grant-copy: every buffer is granted for one request and revoked as soon as
  * its used element is seen, as Linux's xen-grant-dma does. */
 static void round_per_request(struct device *d, const char *round) {
@@ -422,12 +442,15 @@ static void round_per_request(struct device *d, const char *round) {
     grant_revoke(&buf); /* right after the used element: no mapping may be left */
   }
   unsigned after_requests = deferred();
+  int revoked = revoked_case(d, round);
   int ro = read_only_case(d, round);
   wr(d, R_STATUS, 0);
   unsigned after = deferred();
-  char extra[160];
-  snprintf(extra, sizeof extra, "; read-only grant %s; revocations after each completion deferred: %u",
-           ro ? "refused (length 0, page intact)" : "NOT refused", after_requests - before);
+  char extra[256];
+  snprintf(extra, sizeof extra,
+           "; revoked grant %s; read-only grant %s; revocations after each completion deferred: %u",
+           revoked ? "refused (length 0)" : "NOT refused", ro ? "refused (length 0, page intact)" : "NOT refused",
+           after_requests - before);
   round_report(round, &t, after - before, extra);
 }
 
@@ -480,6 +503,7 @@ static void round_pool(struct device *d, const char *round) {
     tally_request(&t, buf->page, len, ns);
   }
   unsigned after_requests = deferred();
+  int revoked = revoked_case(d, round);
   int ro = read_only_case(d, round);
   /* Revoke-while-mapped: pool page 0 is still mapped by the backend (it keeps pool pages
    * until reset). gntalloc cannot end the access; Linux defers it. Then the device must go on
@@ -502,11 +526,12 @@ static void round_pool(struct device *d, const char *round) {
     usleep(100000);
     completed = freed() - freed_before;
   }
-  char extra[320];
+  char extra[400];
   snprintf(extra, sizeof extra,
-           "; read-only grant %s; pooled grant revoked while the backend held it: %u deferred by Linux, "
-           "%u/8 requests served after it, the deferred revocation %s after the reset",
-           ro ? "refused (length 0, page intact)" : "NOT refused", revoke_deferred, more,
+           "; revoked grant %s; read-only grant %s; pooled grant revoked while the backend held it: %u "
+           "deferred by Linux, %u/8 requests served after it, the deferred revocation %s after the reset",
+           revoked ? "refused (length 0)" : "NOT refused", ro ? "refused (length 0, page intact)" : "NOT refused",
+           revoke_deferred, more,
            completed >= revoke_deferred && revoke_deferred > 0 ? "completed" : "did NOT complete");
   round_report(round, &t, after_requests - before, extra);
   if (revoke_deferred == 1 && more == 8 && completed >= 1)

@@ -140,12 +140,12 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
         .filter((line) => /XVIO-(GUEST|STEP mmio|FAIL|NOTE mmio|DIAG console)/.test(line));
       throw new Error(`scenario failed:\n${lines.slice(-40).join('\n')}`);
     }
-    // Each round: 256 one-page requests, all 256 byte values seen, the read-only grant refused,
+    // Each round: 256 one-page requests, all 256 byte values seen, a revoked and a read-only grant refused,
     // and no revocation deferred (per-request grants are revoked right after each used element).
     for (const strategy of ['grant-map', 'grant-copy', 'persistent-pool']) {
       expect(result.log).toMatch(
         new RegExp(
-          `XVIO-GUEST DOMU-PASS mmio-${strategy} 256 requests, \\d+ bytes, 256 distinct byte values.*deferred revocations 0; read-only grant refused`,
+          `XVIO-GUEST DOMU-PASS mmio-${strategy} 256 requests, \\d+ bytes, 256 distinct byte values.*deferred revocations 0; revoked grant refused \\(length 0\\); read-only grant refused`,
         ),
       );
     }
@@ -154,6 +154,11 @@ describe('xvio in dom0 of a real Xen 4.17 (QEMU TCG)', () => {
     expect(result.log).toMatch(
       /XVIO-NOTE mmio-grant grant-map: \d+ requests, .*max buffer mappings live at a completion 0,/,
     );
+    for (const strategy of ['grant-map', 'grant-copy', 'persistent-pool']) {
+      expect(result.log).toMatch(
+        new RegExp(`XVIO-NOTE mmio-grant ${strategy}: .*faults \\["grant-not-permitted","read-only"\\]`),
+      );
+    }
     const value = (name: string) => result.measures.find((m) => m.name === name)?.value ?? Number.NaN;
     for (const strategy of ['grant-map', 'grant-copy', 'persistent-pool']) {
       expect(value(`mmio-${strategy}-request`)).toBeGreaterThan(0);
