@@ -786,8 +786,19 @@ export async function openNativeXenStore(env: NodeJS.ProcessEnv = process.env): 
 
 // --- all together --------------------------------------------------------------------
 
-export function openNativeEventChannels(): EventChannels {
-  return new NativeEventChannels(requireService('evtchn', 'xenevtchn_open'));
+/**
+ * How the evtchn fd is waited for: `auto` (the event loop itself, see NativeEventChannels), or
+ * `poller` (the shared epoll on a pool thread). `XVIO_EVTCHN_WAIT` in the environment sets the
+ * default, for comparing the two on a real host.
+ */
+export function openNativeEventChannels(
+  options: { via?: 'auto' | FdWaitPath } = {},
+  env: NodeJS.ProcessEnv = process.env,
+): EventChannels {
+  const fromEnv = env.XVIO_EVTCHN_WAIT;
+  const via =
+    options.via ?? (fromEnv === 'loop' || fromEnv === 'poller' || fromEnv === 'auto' ? fromEnv : 'auto');
+  return new NativeEventChannels(requireService('evtchn', 'xenevtchn_open'), via);
 }
 
 export function openNativeGrantTables(): GrantTables {
