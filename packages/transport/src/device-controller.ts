@@ -217,7 +217,7 @@ export class DeviceController {
    * driver has seen completed. Chains the previous backend took but never completed are then
    * served again, as vhost-user backends resume without an inflight area; this is exact for
    * devices that complete each queue's chains in order. Every ready queue is then looked at
-   * once, since the driver's kicks went to the previous backend. A ring that cannot be
+   * once, since the driver's kicks went to the previous backend, and signalled once. A ring that cannot be
    * resumed (packed: its wrap counters were lost with the process) sets NEEDS_RESET with a
    * configuration interrupt (2.1.2), so the driver resets the device and sets it up again.
    */
@@ -237,7 +237,12 @@ export class DeviceController {
     this.activate(true);
     if (!this.running) return;
     for (let index = 0; index < this.queues.length; index++) {
-      if (this.queues[index]) this.device.notify(index);
+      if (!this.queues[index]) continue;
+      this.device.notify(index);
+      // The previous backend may have died between publishing used elements and signalling
+      // them: one used-buffer notification per queue, spurious at worst (drivers look at the
+      // used ring and ignore an interrupt with nothing new), so no completion waits forever.
+      this.options.hooks.interruptQueue(index);
     }
   }
 
