@@ -187,8 +187,7 @@ if (selected('native')) {
 
 // vhost-user XEN_MMAP grant regions: a frontend in this process grants pages to dom0 with
 // gntalloc and sends them as grant regions; xvio's backend maps each request through gntdev.
-if (selected('vhost-user-xen-grant'))
-  await check('vhost-user-xen-grant', () => scenarioVhostUserXenGrant());
+if (selected('vhost-user-xen-grant')) await check('vhost-user-xen-grant', () => scenarioVhostUserXenGrant());
 
 // Scenario 1: a stock Debian Linux HVM guest finds xvio's virtio-rng as a PCI function
 // (00:05.0) that xvio serves from dom0 through an ioreq server, with guest-physical DMA
