@@ -2,6 +2,7 @@
 # Builds the rig and boots it, holding a lock for the whole run: two Xen-under-TCG boots on
 # one machine starve each other into timeouts, and a build must not replace the initramfs of
 # a run that is about to start. Exit 90 means the build failed (its log tail is printed).
+# The console of the last run stays in .work/boot.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${XVIO_XEN_WORK:-$here/.work}
@@ -13,4 +14,5 @@ if ! bash "$here/rig/build.sh" >"$work/build.log" 2>&1; then
   tail -n 80 "$work/build.log"
   exit 90
 fi
-exec bash "$here/rig/boot.sh"
+# The whole console is also kept in boot.log for diagnosis after the run.
+bash "$here/rig/boot.sh" 2>&1 | tee "$work/boot.log"

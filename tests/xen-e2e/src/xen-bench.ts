@@ -45,6 +45,10 @@ const describe: Record<string, { label: string; bound?: { name: string; value: n
     bound: evtchnBound,
   },
   'hvm-guest-lifetime': { label: 'scenario 1: HVM guest create to power off' },
+  'pci-rng-throughput': {
+    label: 'scenario 1: HVM guest reads 16 KiB from /dev/hwrng over xvio PCI (64-byte requests), MB/s',
+    bound: memcpy,
+  },
   'pci-net-ping-rtt': {
     label: 'virtio-net over PCI: HVM guest ping to dom0 over xvio + TAP, average of 5',
     bound: evtchnBound,
