@@ -1,6 +1,6 @@
 // Shared by the dom0 scenarios: PASS/FAIL markers, xl, guest console logs, selectors.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 export const results: { name: string; ok: boolean; detail: string }[] = [];
 
@@ -89,4 +89,36 @@ export function diagnose(consoleLog: string): void {
   } catch (error) {
     console.log(`XVIO-DIAG xl dmesg failed ${String(error)}`);
   }
+}
+
+/**
+ * Writes `/tmp/<name>.cfg`, the xl config of a stock-kernel HVM guest (the rig's domU
+ * initramfs, serial console to `/tmp/<name>-serial.log`, qemu-xen as device model);
+ * `args` are extra kernel arguments, e.g. `xvio.mode=...` for the guest's /init.
+ */
+export function writeHvmConfig(name: string, args = '', memory = 256): { config: string; serial: string } {
+  const config = `/tmp/${name}.cfg`;
+  const serial = `/tmp/${name}-serial.log`;
+  writeFileSync(
+    config,
+    [
+      `name="${name}"`,
+      'type="hvm"',
+      'kernel="/root/vmlinuz"',
+      'ramdisk="/root/domu-initramfs.cpio.gz"',
+      `cmdline="console=ttyS0 rdinit=/init quiet${args ? ` ${args}` : ''}"`,
+      `memory=${memory}`,
+      'vcpus=1',
+      'on_poweroff="destroy"',
+      'tsc_mode="native"',
+      'cpuid="host,rdtscp=0"',
+      `serial="file:${serial}"`,
+      'vga="none"',
+      'nographic=1',
+      'vnc=0',
+      'device_model_version="qemu-xen"',
+      '',
+    ].join('\n'),
+  );
+  return { config, serial };
 }

@@ -6,7 +6,6 @@
 // (`MmioTransport`), one per memory strategy of @xvio/grant-pool: grant-map (map per request),
 // grant-copy and persistent-pool. The guest runs one round per window and reports; dom0 checks
 // what the backend held at every completion and measures each strategy's cost per request.
-import { writeFileSync } from 'node:fs';
 import { createRngDevice } from '@xvio/dev-rng';
 import {
   createGuestMemory,
@@ -20,7 +19,17 @@ import {
 import { VIRTIO_F_ACCESS_PLATFORM } from '@xvio/transport';
 import { MmioTransport } from '@xvio/transport/mmio';
 import { createIoreqServer, type XenServices } from '@xvio/xen';
-import { assert, diagnose, domainNames, guestLines, readLog, relayGuest, sleep, xl } from './dom0-common.js';
+import {
+  assert,
+  diagnose,
+  domainNames,
+  guestLines,
+  readLog,
+  relayGuest,
+  sleep,
+  writeHvmConfig,
+  xl,
+} from './dom0-common.js';
 
 /**
  * Where the windows live in the guest's physical address space: above the guest's 256 MiB of
@@ -111,32 +120,14 @@ function median(values: readonly number[]): number {
 
 export async function scenarioMmioGrant(services: XenServices): Promise<string> {
   const name = 'xvio-hvm-mmio';
-  const serial = `/tmp/${name}-serial.log`;
-  writeFileSync(
-    `/tmp/${name}.cfg`,
-    [
-      `name="${name}"`,
-      'type="hvm"',
-      'kernel="/root/vmlinuz"',
-      'ramdisk="/root/domu-initramfs.cpio.gz"',
-      `cmdline="console=ttyS0 rdinit=/init quiet xvio.mode=mmio-grant xvio.mmio=0x${MMIO_GRANT_BASE.toString(16)} xvio.strategies=${STRATEGIES.join('+')}"`,
-      'memory=256',
-      'vcpus=1',
-      'on_poweroff="destroy"',
-      'tsc_mode="native"',
-      'cpuid="host,rdtscp=0"',
-      `serial="file:${serial}"`,
-      'vga="none"',
-      'nographic=1',
-      'vnc=0',
-      'device_model_version="qemu-xen"',
-      '',
-    ].join('\n'),
+  const { config, serial } = writeHvmConfig(
+    name,
+    `xvio.mode=mmio-grant xvio.mmio=0x${MMIO_GRANT_BASE.toString(16)} xvio.strategies=${STRATEGIES.join('+')}`,
   );
   const created = performance.now();
   const step = (what: string) =>
     console.log(`XVIO-STEP mmio-grant ${((performance.now() - created) / 1000).toFixed(1)} s ${what}`);
-  xl('create', '-p', `/tmp/${name}.cfg`);
+  xl('create', '-p', config);
   const domid = Number(xl('domid', name).trim());
   const errors: string[] = [];
   const server = createIoreqServer(

@@ -9,14 +9,24 @@
 // backend process), so the rig boots one HVM guest for all of them.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createConsoleDevice, MemoryConsoleHost } from '@xvio/dev-console';
 import { NetDevice, TapNetHost } from '@xvio/dev-net';
 import { createGuestMemory } from '@xvio/grant-pool';
 import { PciTransport } from '@xvio/transport/pci';
 import { createIoreqServer, type XenServices } from '@xvio/xen';
-import { assert, diagnose, domainNames, guestLines, readLog, relayGuest, sleep, xl } from './dom0-common.js';
+import {
+  assert,
+  diagnose,
+  domainNames,
+  guestLines,
+  readLog,
+  relayGuest,
+  sleep,
+  writeHvmConfig,
+  xl,
+} from './dom0-common.js';
 import { type RestartOutcome, RngBackendProcess, restartUnderGuest } from './dom0-pci-restart.js';
 
 /** dom0's end of the TAP and the guest's address (a private /24 that exists only in the rig). */
@@ -26,34 +36,6 @@ const TCP_TO_GUEST = 5002;
 /** Bytes dom0 sends the guest over TCP (the guest sends the same amount back the other way). */
 const TRANSFER_BYTES = 2 * 1024 * 1024;
 const PORT_NAME = 'org.xvio.test';
-
-/** Writes the xl config of a stock-kernel HVM guest whose /init runs `mode`. */
-export function writeHvmConfig(name: string, mode: string, memory = 256): { config: string; serial: string } {
-  const config = `/tmp/${name}.cfg`;
-  const serial = `/tmp/${name}-serial.log`;
-  writeFileSync(
-    config,
-    [
-      `name="${name}"`,
-      'type="hvm"',
-      'kernel="/root/vmlinuz"',
-      'ramdisk="/root/domu-initramfs.cpio.gz"',
-      `cmdline="console=ttyS0 rdinit=/init quiet xvio.mode=${mode}"`,
-      `memory=${memory}`,
-      'vcpus=1',
-      'on_poweroff="destroy"',
-      'tsc_mode="native"',
-      'cpuid="host,rdtscp=0"',
-      `serial="file:${serial}"`,
-      'vga="none"',
-      'nographic=1',
-      'vnc=0',
-      'device_model_version="qemu-xen"',
-      '',
-    ].join('\n'),
-  );
-  return { config, serial };
-}
 
 /** A one-shot TCP server: `receive` hashes what arrives, `send` writes `payload` and ends. */
 function transferServer(
@@ -121,7 +103,7 @@ export interface PciGuestOutcome {
 export async function runPciGuest(services: XenServices, parts: PciGuestParts): Promise<PciGuestOutcome> {
   const name = 'xvio-hvm-functions';
   const functions = [parts.netcon ? 'netcon' : '', parts.restart ? 'restart' : ''].filter(Boolean).join('+');
-  const { config, serial } = writeHvmConfig(name, `functions xvio.functions=${functions}`);
+  const { config, serial } = writeHvmConfig(name, `xvio.mode=functions xvio.functions=${functions}`);
   const created = performance.now();
   const step = (what: string) =>
     console.log(`XVIO-STEP pci-functions ${((performance.now() - created) / 1000).toFixed(1)} s ${what}`);

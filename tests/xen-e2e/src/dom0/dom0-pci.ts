@@ -2,41 +2,29 @@
 // function 00:05.0 served through xvio's ioreq server, foreign-mapped DMA) and is destroyed
 // mid-transfer. xvio must clean up: device reset, foreign mappings released, ioreq server
 // destroyed, and the domain must leave `xl list` (a foreign mapping kept would hold it).
-import { writeFileSync } from 'node:fs';
 import { createRngDevice } from '@xvio/dev-rng';
 import { createGuestMemory } from '@xvio/grant-pool';
 import { PciTransport } from '@xvio/transport/pci';
 import { createIoreqServer, type XenServices } from '@xvio/xen';
-import { assert, diagnose, domainNames, guestLines, readLog, relayGuest, sleep, xl } from './dom0-common.js';
+import {
+  assert,
+  diagnose,
+  domainNames,
+  guestLines,
+  readLog,
+  relayGuest,
+  sleep,
+  writeHvmConfig,
+  xl,
+} from './dom0-common.js';
 
 export async function scenarioPciDestroy(services: XenServices): Promise<string> {
   const name = 'xvio-hvm-stream';
-  const serial = `/tmp/${name}-serial.log`;
-  writeFileSync(
-    `/tmp/${name}.cfg`,
-    [
-      `name="${name}"`,
-      'type="hvm"',
-      'kernel="/root/vmlinuz"',
-      'ramdisk="/root/domu-initramfs.cpio.gz"',
-      'cmdline="console=ttyS0 rdinit=/init quiet xvio.mode=stream"',
-      'memory=256',
-      'vcpus=1',
-      'on_poweroff="destroy"',
-      'tsc_mode="native"',
-      'cpuid="host,rdtscp=0"',
-      `serial="file:${serial}"`,
-      'vga="none"',
-      'nographic=1',
-      'vnc=0',
-      'device_model_version="qemu-xen"',
-      '',
-    ].join('\n'),
-  );
+  const { config, serial } = writeHvmConfig(name, 'xvio.mode=stream');
   const created = performance.now();
   const step = (what: string) =>
     console.log(`XVIO-STEP pci-destroy ${((performance.now() - created) / 1000).toFixed(1)} s ${what}`);
-  xl('create', '-p', `/tmp/${name}.cfg`);
+  xl('create', '-p', config);
   const domid = Number(xl('domid', name).trim());
   const errors: string[] = [];
   const server = createIoreqServer(

@@ -2,7 +2,7 @@
 // native bindings against the real hypervisor, libraries and xenstored, and prints one
 // `XVIO-PASS <check> ...` or `XVIO-FAIL <check> ...` line per check, then measurements as
 // `XVIO-MEASURE <name> <value> <unit>` lines for the host side to collect.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRngDevice } from '@xvio/dev-rng';
 import { createGuestMemory } from '@xvio/grant-pool';
 import { PciTransport } from '@xvio/transport/pci';
@@ -23,6 +23,7 @@ import {
   results,
   selectedScenarios,
   withTimeout,
+  writeHvmConfig,
   xl,
 } from './dom0-common.js';
 import { scenarioMmioGrant } from './dom0-mmio.js';
@@ -195,32 +196,11 @@ if (selected('vhost-user-xen-grant')) await check('vhost-user-xen-grant', () => 
 // the guest reads /dev/hwrng.
 if (selected('pci-rng'))
   await check('hvm-pci-rng', async () => {
-    const serial = '/tmp/hvm-serial.log';
-    writeFileSync(
-      '/tmp/hvm.cfg',
-      [
-        'name="xvio-hvm"',
-        'type="hvm"',
-        'kernel="/root/vmlinuz"',
-        'ramdisk="/root/domu-initramfs.cpio.gz"',
-        'cmdline="console=ttyS0 rdinit=/init quiet"',
-        'memory=256',
-        'vcpus=1',
-        'on_poweroff="destroy"',
-        'tsc_mode="native"',
-        'cpuid="host,rdtscp=0"',
-        `serial="file:${serial}"`,
-        'vga="none"',
-        'nographic=1',
-        'vnc=0',
-        'device_model_version="qemu-xen"',
-        '',
-      ].join('\n'),
-    );
+    const { config, serial } = writeHvmConfig('xvio-hvm');
     const created = performance.now();
     const step = (what: string) =>
       console.log(`XVIO-STEP hvm-pci-rng ${((performance.now() - created) / 1000).toFixed(1)} s ${what}`);
-    xl('create', '-p', '/tmp/hvm.cfg');
+    xl('create', '-p', config);
     const domid = Number(xl('domid', 'xvio-hvm').trim());
     step(`created domain ${domid}`);
     const services = await openNativeXenServices();
