@@ -1,11 +1,13 @@
 // In one run: an unmodified Linux guest reads 4 MiB from /dev/hwrng through xvio's
-// vhost-user rng backend and through QEMU's built-in virtio-rng-pci, alternately, several
-// rounds; reports the median guest-side MB/s of each and their ratio, the machine load of
-// every round, and where a request's round trip goes as the backend sees it.
+// vhost-user rng backend, through QEMU's built-in virtio-rng-pci, and through the floor of any
+// vhost-user rng backend (bench/floor/vhost-user-rng-floor.c: C, one epoll loop, nothing
+// between kick and call), in turn, several rounds; reports the median guest-side MB/s of each,
+// their ratios, the machine load of every round, and where a request's round trip goes as
+// xvio's backend sees it.
 //   pnpm --filter @xvio/e2e bench        (XVIO_BENCH_ROUNDS=9 for more rounds,
 //                                          XVIO_BENCH_SPLIT_ROUNDS / XVIO_BENCH_PINNED_ROUNDS for the
 //                                          pinned layouts, 0 skips them)
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -26,6 +28,7 @@ const rounds = Number(process.env.XVIO_BENCH_ROUNDS ?? 7);
 const splitRounds = Number(process.env.XVIO_BENCH_SPLIT_ROUNDS ?? 5);
 const pinnedRounds = Number(process.env.XVIO_BENCH_PINNED_ROUNDS ?? 3);
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
+const FLOOR_SOURCE = join(dirname(fileURLToPath(import.meta.url)), 'floor', 'vhost-user-rng-floor.c');
 
 /**
  * Where the threads run. free: wherever the scheduler puts them. split: QEMU pinned as
@@ -47,8 +50,14 @@ interface Timing {
   cpuSystemUsPerKick: number;
 }
 
+/**
+ * xvio: xvio's backend process; builtin: QEMU's virtio-rng-pci; floor: the C floor backend,
+ * what the vhost-user process hop costs at the least (see bench/floor/vhost-user-rng-floor.c).
+ */
+type Device = 'xvio' | 'builtin' | 'floor';
+
 interface Sample {
-  device: 'xvio' | 'builtin';
+  device: Device;
   layout: Layout;
   round: number;
   mbps: number;
@@ -94,6 +103,42 @@ const kernel = fetchGuestKernel();
 const initrd = buildInitramfs(kernel);
 const dir = mkdtempSync(join(tmpdir(), 'xvio-bench-'));
 const samples: Sample[] = [];
+const floorBinary = join(dir, 'vhost-user-rng-floor');
+execFileSync('cc', ['-O2', '-Wall', '-o', floorBinary, FLOOR_SOURCE], { stdio: 'inherit' });
+
+/** The C floor backend, listening on `socket`; resolves once it listens. */
+async function startFloor(
+  socket: string,
+  wrapper?: string[],
+): Promise<{ child: ChildProcess; log: string[] }> {
+  const command = wrapper ? [...wrapper, floorBinary, socket] : [floorBinary, socket];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  child.stderr?.on('data', (chunk: Buffer) => log.push(chunk.toString('utf8')));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`floor backend did not start: ${log.join('')}`)), 10_000);
+    child.stdout?.on('data', (chunk: Buffer) => {
+      log.push(chunk.toString('utf8'));
+      if (log.join('').includes('FLOOR-READY')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`floor backend exited with ${code}: ${log.join('')}`));
+    });
+  });
+  return { child, log };
+}
+
+async function stopFloor(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  await new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
 // One CPU for QEMU (both devices) and for xvio's backend: no wake-up ever crosses CPUs, so
 // the rate shows the work a request costs, not how fast an idle CPU wakes.
 const ONE_CPU = String(cpus().length - 1);
@@ -108,7 +153,7 @@ function pinVcpuThreads(pid: number): void {
   }
 }
 
-async function measure(device: Sample['device'], layout: Sample['layout'], round: number): Promise<Sample> {
+async function measure(device: Device, layout: Sample['layout'], round: number): Promise<Sample> {
   const load = loadavg()[0]!;
   const before = cpuJiffies();
   const backendCpu = layout === 'one-cpu' ? ONE_CPU : layout === 'split' ? EMULATOR_CPU : undefined;
@@ -144,6 +189,34 @@ async function measure(device: Sample['device'], layout: Sample['layout'], round
       load,
       stealPercent: 0,
       guest: run.results.at(-1)!,
+    };
+  } else if (device === 'floor') {
+    const socket = join(dir, `floor-${layout}-${round}.sock`);
+    const floor = await startFloor(socket, wrapper);
+    let run: GuestRun;
+    try {
+      run = await bootGuest({
+        ...common,
+        devices: ['-chardev', `socket,id=vu,path=${socket}`, '-device', 'vhost-user-rng-pci,chardev=vu'],
+      });
+    } finally {
+      await stopFloor(floor.child);
+    }
+    const counts = /floor: (\{.*\})/.exec(floor.log.join(''));
+    const parsed = counts
+      ? (JSON.parse(counts[1]!) as { requests: number; kicks: number; calls: number })
+      : undefined;
+    sample = {
+      device,
+      layout,
+      round,
+      mbps: rateOf(run, 'C floor vhost-user rng'),
+      load,
+      stealPercent: 0,
+      guest: run.results.at(-1)!,
+      ...(parsed
+        ? { vhostUser: { kicks: parsed.kicks, calls: parsed.calls }, requests: parsed.requests }
+        : {}),
     };
   } else {
     const socket = join(dir, `rng-${layout}-${round}.sock`);
@@ -186,25 +259,25 @@ async function measure(device: Sample['device'], layout: Sample['layout'], round
   return sample;
 }
 
+/** The three devices in turn, each round starting with another, so none always follows the same boot. */
+const DEVICES: Device[] = ['builtin', 'xvio', 'floor'];
+const orderOf = (round: number): Device[] => DEVICES.map((_, i) => DEVICES[(i + round) % DEVICES.length]!);
+
 try {
-  for (let round = 0; round < rounds; round++) {
-    // Alternate which device goes first, so neither always follows the other's boot.
-    const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
-    for (const device of order) samples.push(await measure(device, 'free', round));
-  }
-  for (let round = 0; round < splitRounds; round++) {
-    const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
-    for (const device of order) samples.push(await measure(device, 'split', round));
-  }
-  for (let round = 0; round < pinnedRounds; round++) {
-    const order: Sample['device'][] = round % 2 ? ['xvio', 'builtin'] : ['builtin', 'xvio'];
-    for (const device of order) samples.push(await measure(device, 'one-cpu', round));
+  for (const [layout, count] of [
+    ['free', rounds],
+    ['split', splitRounds],
+    ['one-cpu', pinnedRounds],
+  ] as const) {
+    for (let round = 0; round < count; round++) {
+      for (const device of orderOf(round)) samples.push(await measure(device, layout, round));
+    }
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
 
-const of = (device: Sample['device'], layout: Sample['layout']) =>
+const of = (device: Device, layout: Sample['layout']) =>
   samples.filter((s) => s.device === device && s.layout === layout);
 const rates = (list: Sample[]) => list.map((s) => s.mbps);
 const round2 = (n: number) => Math.round(n * 100) / 100;
@@ -214,33 +287,51 @@ interface LayoutSummary {
   rounds: number;
   xvio: number;
   builtin: number;
-  /** Ratio of the medians. */
+  floor: number;
+  /** xvio / built-in, ratio of the medians. */
   ratio: number;
+  /** floor / built-in: what any vhost-user backend reaches at most here. */
+  floorRatio: number;
+  /** xvio / floor: the part of the reachable rate xvio reaches. */
+  ofFloor: number;
   /**
-   * Each round's two boots run back to back, so their ratio sees nearly the same machine
-   * load; the median of those ratios is less at the mercy of load that comes and goes.
+   * Each round's boots run back to back, so their ratios see nearly the same machine load;
+   * the median of those ratios is less at the mercy of load that comes and goes.
    */
   paired: number[];
+  pairedFloor: number[];
+  pairedOfFloor: number[];
+}
+
+/** Per round, a's rate over b's. */
+function pairedRatios(a: Sample[], b: Sample[]): number[] {
+  return a.flatMap((x) => {
+    const y = b.find((each) => each.round === x.round);
+    return y ? [x.mbps / y.mbps] : [];
+  });
 }
 
 const summaries: LayoutSummary[] = (['free', 'split', 'one-cpu'] as const).flatMap((layout) => {
   const xvio = of('xvio', layout);
   const builtin = of('builtin', layout);
-  if (xvio.length === 0 || builtin.length === 0) return [];
-  const paired = xvio.flatMap((x) => {
-    const b = builtin.find((each) => each.round === x.round);
-    return b ? [x.mbps / b.mbps] : [];
-  });
+  const floor = of('floor', layout);
+  if (xvio.length === 0 || builtin.length === 0 || floor.length === 0) return [];
   const xvioRate = median(rates(xvio));
   const builtinRate = median(rates(builtin));
+  const floorRate = median(rates(floor));
   return [
     {
       layout,
       rounds: xvio.length,
       xvio: xvioRate,
       builtin: builtinRate,
+      floor: floorRate,
       ratio: xvioRate / builtinRate,
-      paired,
+      floorRatio: floorRate / builtinRate,
+      ofFloor: xvioRate / floorRate,
+      paired: pairedRatios(xvio, builtin),
+      pairedFloor: pairedRatios(floor, builtin),
+      pairedOfFloor: pairedRatios(xvio, floor),
     },
   ];
 });
@@ -279,6 +370,12 @@ const report = {
       unit: 'MB/s',
       samples: rates(of('builtin', 'free')).map(round2),
     },
+    {
+      name: 'guest dd 4 MiB from /dev/hwrng via the C floor vhost-user rng backend (median)',
+      value: round2(free.floor),
+      unit: 'MB/s',
+      samples: rates(of('floor', 'free')).map(round2),
+    },
     ...summaries.flatMap((summary) => [
       {
         name: `xvio / built-in, ${layoutLabel[summary.layout]}`,
@@ -294,6 +391,26 @@ const report = {
         unit: 'x',
         bound: { name: 'target', value: 1 },
         samples: summary.paired.map(round2),
+      },
+      {
+        name: `C floor backend / built-in, ${layoutLabel[summary.layout]} (the most any vhost-user backend reaches here)`,
+        value: round2(summary.floorRatio),
+        unit: 'x',
+        bound: { name: 'target for xvio', value: 1 },
+        floor: round2(summary.floor),
+        builtin: round2(summary.builtin),
+        pairedMedian: round2(median(summary.pairedFloor)),
+        samples: summary.pairedFloor.map(round2),
+      },
+      {
+        name: `xvio / C floor backend, ${layoutLabel[summary.layout]}`,
+        value: round2(summary.ofFloor),
+        unit: 'x',
+        bound: { name: 'C floor vhost-user rng backend', value: 1 },
+        xvio: round2(summary.xvio),
+        floor: round2(summary.floor),
+        pairedMedian: round2(median(summary.pairedOfFloor)),
+        samples: summary.pairedOfFloor.map(round2),
       },
     ]),
     {
@@ -327,8 +444,9 @@ const report = {
 mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'vhost-user-rng.json'), `${JSON.stringify(report, null, 2)}\n`);
 
+const deviceLabel: Record<Device, string> = { xvio: 'xvio', builtin: 'built-in', floor: 'C floor' };
 const row = (s: Sample) =>
-  `| ${s.layout} | ${s.round + 1} | ${s.device === 'xvio' ? 'xvio' : 'built-in'} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
+  `| ${s.layout} | ${s.round + 1} | ${deviceLabel[s.device]} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
     s.timing
       ? `${s.timing.cycleMedianUs.toFixed(1)} (${s.timing.cycleMeanUs.toFixed(1)}) / ${s.timing.serviceMedianUs.toFixed(1)} / ${(s.timing.cpuUserUsPerKick + s.timing.cpuSystemUsPerKick).toFixed(1)}`
       : ''
@@ -336,25 +454,30 @@ const row = (s: Sample) =>
 const summaryRows = summaries
   .map(
     (summary) =>
-      `| ${layoutLabel[summary.layout]} | ${summary.rounds} | ${summary.xvio.toFixed(2)} | ${summary.builtin.toFixed(2)} | **${summary.ratio.toFixed(2)}x** | ${median(summary.paired).toFixed(2)}x (${summary.paired.map((r) => r.toFixed(2)).join(', ')}) |`,
+      `| ${layoutLabel[summary.layout]} | ${summary.rounds} | ${summary.xvio.toFixed(2)} | ${summary.floor.toFixed(2)} | ${summary.builtin.toFixed(2)} | **${summary.ratio.toFixed(2)}x** (${median(summary.paired).toFixed(2)}x) | ${summary.floorRatio.toFixed(2)}x (${median(summary.pairedFloor).toFixed(2)}x) | **${summary.ofFloor.toFixed(2)}x** (${median(summary.pairedOfFloor).toFixed(2)}x) |`,
   )
   .join('\n');
 writeFileSync(
   join(resultsDir, 'vhost-user-rng.md'),
-  `# vhost-user rng: xvio vs QEMU's built-in virtio-rng-pci
+  `# vhost-user rng: xvio vs QEMU's built-in virtio-rng-pci, and the floor of any vhost-user backend
 
 ${report.date} on ${machine}. Each round boots the same Debian cloud kernel and busybox
 initramfs and reads 4 MiB from \`/dev/hwrng\` with \`dd bs=4096\` (guest-side time from
-\`/proc/uptime\`), once through xvio's \`vhost-user-rng-pci\` backend process and once through
-QEMU's built-in \`virtio-rng-pci\`, back to back, alternating which goes first. Three
-layouts, QEMU placed the same way for both devices: "free", the scheduler places every
-thread; "split", QEMU pinned as libvirt's \`vcpupin\`/\`emulatorpin\` pin a guest (the vCPU
-thread on CPU ${VCPU_CPU}, QEMU's other threads, among them the main loop that runs the built-in
-device, on CPU ${EMULATOR_CPU}) and xvio's backend beside the main loop; "one-cpu", QEMU and the backend
-all on CPU ${ONE_CPU}. Target: xvio >= 1.0x the built-in device.
+\`/proc/uptime\`) three times, back to back, each round starting with another: through xvio's
+\`vhost-user-rng-pci\` backend process; through QEMU's built-in \`virtio-rng-pci\`; and through
+the C floor (\`tests/e2e/bench/floor/vhost-user-rng-floor.c\`), a vhost-user rng backend with
+nothing between kick and call (C, one epoll loop, the ring read in place, no checks, the same
+ring features and the same 64 KiB getrandom pool as xvio's OS source), which shows what the
+vhost-user process hop costs whoever writes the backend. Three layouts, QEMU placed the same
+way for every device: "free", the scheduler places every thread; "split", QEMU pinned as
+libvirt's \`vcpupin\`/\`emulatorpin\` pin a guest (the vCPU thread on CPU ${VCPU_CPU}, QEMU's
+other threads, among them the main loop that runs the built-in device, on CPU ${EMULATOR_CPU})
+and the backend beside the main loop; "one-cpu", QEMU and the backend all on CPU ${ONE_CPU}.
+Target: xvio >= 1.0x the built-in device. Ratios are of the medians; in brackets, the median
+of the per-round ratios.
 
-| layout | rounds | xvio MB/s (median) | built-in MB/s (median) | xvio / built-in | median of the per-round ratios |
-|---|---|---|---|---|---|
+| layout | rounds | xvio MB/s | C floor MB/s | built-in MB/s | xvio / built-in | C floor / built-in | xvio / C floor |
+|---|---|---|---|---|---|---|---|
 ${summaryRows}
 
 Every round (µs/request = 64 bytes / rate; load = 1-minute load average at the boot; steal =
@@ -394,7 +517,7 @@ console.log(
   summaries
     .map(
       (each) =>
-        `${each.layout}: xvio ${each.xvio.toFixed(2)} MB/s, built-in ${each.builtin.toFixed(2)} MB/s, ${each.ratio.toFixed(2)}x`,
+        `${each.layout}: xvio ${each.xvio.toFixed(2)} MB/s, C floor ${each.floor.toFixed(2)} MB/s, built-in ${each.builtin.toFixed(2)} MB/s; xvio/built-in ${each.ratio.toFixed(2)}x, floor/built-in ${each.floorRatio.toFixed(2)}x, xvio/floor ${each.ofFloor.toFixed(2)}x`,
     )
     .join('\n'),
 );
