@@ -94,6 +94,9 @@ describe('xvio vhost-user', () => {
     expect((await runForTest(['vhost-user', 'rng', '-s', 'x.sock', '--set', 'novalue'])).stderr).toBe(
       "error: option '--set <key=value>' argument 'novalue' is invalid. expected key=value.\n(run 'xvio vhost-user --help' for usage)\n",
     );
+    expect((await runForTest(['vhost-user', 'rng', '-s', 'x.sock', '--poll-us', '20000'])).stderr).toBe(
+      "error: option '--poll-us <microseconds>' argument '20000' is invalid. allowed: 0..10000.\n(run 'xvio vhost-user --help' for usage)\n",
+    );
     expect(
       (await runForTest(['vhost-user', 'rng', '-s', 'x.sock', '-s', 'x.sock'], { cwd: dir })).stderr,
     ).toBe(`xvio: --socket-path ${join(dir, 'x.sock')} is given twice\n`);

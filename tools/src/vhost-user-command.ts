@@ -45,6 +45,7 @@ interface VhostUserModule {
     once?: boolean;
     xenMapper?: unknown;
     offerXenMmap?: boolean;
+    pollUs?: number;
     log?: {
       debug?(message: string): void;
       info(message: string): void;
@@ -103,6 +104,7 @@ interface VhostUserOptions {
   set: Record<string, unknown>;
   once?: boolean;
   xenMmap?: boolean;
+  pollUs?: number;
   metricsPort?: number;
 }
 
@@ -135,6 +137,11 @@ export const vhostUserCommand: CommandModule = {
       .option(
         '--xen-mmap',
         "serve Xen's vhost-user frontends (VHOST_USER_PROTOCOL_F_XEN_MMAP) through native Xen (dom0 or a driver domain): foreign regions are mapped through privcmd; grant regions (guest addresses are grant references, as with xen-grant-dma) are mapped through gntdev per request, or in advance for ring regions not flagged NO_ADVANCE_MAP",
+      )
+      .option(
+        '--poll-us <microseconds>',
+        "adaptive polling, off by default: after a ring had work, look at it for this long (renewed by more work) with the guest's kicks suppressed, yielding the CPU between looks; trades CPU time while the guest uses the device for the wake-up a kick costs (as QEMU's iothread poll-max-ns); 0-10000",
+        parseIntegerOption('--poll-us', 0, 10_000),
       )
       .option(
         '--metrics-port <port>',
@@ -220,6 +227,7 @@ export const vhostUserCommand: CommandModule = {
               device: makeDevice,
               once: options.once === true,
               ...(xenMapper === undefined ? {} : { xenMapper, offerXenMmap: true }),
+              ...(options.pollUs === undefined ? {} : { pollUs: options.pollUs }),
               log: adaptLogger(deviceLog),
             });
           } catch (error) {

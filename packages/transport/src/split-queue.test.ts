@@ -196,4 +196,22 @@ describe('SplitQueue', () => {
     expect(queue.enableNotification()).toBe(true); // one chain still available
     expect(driver.availEvent).toBe(3);
   });
+
+  it('with EVENT_IDX, disableNotification keeps avail_event one behind so the driver does not kick', () => {
+    const { driver, queue } = setup({ eventIdx: true });
+    // Linux's vring_need_event(event, new, old): kick when event lies in [old, new).
+    const driverKicks = (old: number, added: number) =>
+      ((old + added - driver.availEvent - 1) & 0xffff) < added;
+    driver.addChain([{ writable: true, length: 1 }]);
+    queue.addUsed(queue.pop()!, 1);
+    queue.publishUsed();
+    expect(queue.enableNotification()).toBe(false);
+    expect(driverKicks(1, 1)).toBe(true); // enabled: the next publish kicks
+    queue.disableNotification();
+    expect(driver.availEvent).toBe(0);
+    expect(driverKicks(1, 1)).toBe(false);
+    expect(driverKicks(1, 5)).toBe(false); // nor does a batch
+    expect(queue.enableNotification()).toBe(false);
+    expect(driver.availEvent).toBe(1);
+  });
 });

@@ -393,7 +393,13 @@ export class SplitQueue implements Virtqueue {
   }
 
   disableNotification(): void {
-    if (this.brokenError || this.eventIdx) return;
+    if (this.brokenError) return;
+    if (this.eventIdx) {
+      // avail_event one behind what we have taken: the driver's next publish starts at or
+      // after nextAvail, so vring_need_event never asks it to kick (2.7.10) until we enable.
+      this.used.setUint16(this.availEventOffset, (this.nextAvail - 1) & 0xffff, true);
+      return;
+    }
     this.used.setUint16(USED_FLAGS, this.used.getUint16(USED_FLAGS, true) | VIRTQ_USED_F_NO_NOTIFY, true);
   }
 

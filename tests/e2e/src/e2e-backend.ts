@@ -1,6 +1,6 @@
 // An xvio vhost-user backend the end-to-end tests run in a process of its own (as the CLI
 // runs one):
-//   node --import tsx e2e-backend.ts <socket path> [--connect] [--device rng|net] [--tap NAME] [--timing]
+//   node --import tsx e2e-backend.ts <socket path> [--connect] [--device rng|net] [--tap NAME] [--timing] [--poll-us N]
 // --connect dials a QEMU that listens (`-chardev socket,...,server=on`) and dials again
 // after a disconnect. Prints XVIO-BACKEND-READY once serving; SIGTERM closes it cleanly.
 import { createNetHost, NetDevice, netWire } from '@xvio/dev-net';
@@ -117,7 +117,9 @@ const log = {
 if (deviceName === 'net') netDevice();
 
 const connect = process.argv.includes('--connect');
-const server = serveVhostUser({ socketPath, connect, device, log });
+const pollFlag = process.argv.indexOf('--poll-us');
+const pollUs = pollFlag > 0 ? Number(process.argv[pollFlag + 1]) : 0;
+const server = serveVhostUser({ socketPath, connect, device, log, pollUs });
 process.stdout.write('XVIO-BACKEND-READY\n');
 process.on('SIGTERM', () => {
   // The device's counters (TAP frames and bytes each way, drops) for the test to read.

@@ -1,4 +1,5 @@
 export {
+  MAX_POLL_US,
   OFFERED_PROTOCOL_FEATURES,
   type SendMessage,
   VhostUserBackend,

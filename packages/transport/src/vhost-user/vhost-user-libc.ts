@@ -88,6 +88,8 @@ export interface Libc {
   epollCtl(epfd: number, op: number, fd: number, event: Uint8Array | null): number;
   epollWait: NativeFunction;
   unlink(path: string): number;
+  /** Lets another runnable thread of this CPU run (a polling loop's courtesy). */
+  schedYield(): number;
   errno(): number;
   /** The address of native memory or of a buffer, as a bigint. */
   address(pointer: unknown): bigint;
@@ -125,6 +127,7 @@ export function libc(): Libc {
   const epollCtl = fn('int epoll_ctl(int, int, int, void *)');
   const epollWait = fn('int epoll_wait(int, void *, int, int)');
   const unlink = fn('int unlink(const char *)');
+  const schedYield = fn('int sched_yield(void)');
   loaded = {
     koffi,
     socket,
@@ -148,6 +151,7 @@ export function libc(): Libc {
     epollCtl,
     epollWait,
     unlink,
+    schedYield,
     errno: () => koffi.errno(),
     address: (pointer) => BigInt(koffi.address(pointer) as number | bigint),
     view: (pointer, length) => koffi.view(pointer as never, length) as ArrayBuffer,

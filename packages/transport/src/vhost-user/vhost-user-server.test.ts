@@ -114,7 +114,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function serve(device: () => VirtioDevice, options: { once?: boolean } = {}) {
+function serve(device: () => VirtioDevice, options: { once?: boolean; pollUs?: number } = {}) {
   const server = serveVhostUser({
     socketPath,
     device,
@@ -144,8 +144,11 @@ function eventFd(): number {
 }
 
 /** A connected frontend with one running ring of `size` entries. */
-async function running(device = patternDevice(), options: { eventIdx?: boolean; size?: number } = {}) {
-  const server = serve(() => device);
+async function running(
+  device = patternDevice(),
+  options: { eventIdx?: boolean; size?: number; pollUs?: number } = {},
+) {
+  const server = serve(() => device, options.pollUs === undefined ? {} : { pollUs: options.pollUs });
   const frontend = connect();
   const memory = guest();
   const features =
@@ -366,6 +369,92 @@ describe('vhost-user data path', () => {
     expect(await frontend.acked(Request.REM_MEM_REG, encodeSingleRegion(region))).toBe(0n);
     expect(await frontend.acked(Request.REM_MEM_REG, encodeSingleRegion(region))).toBe(1n);
     expect(queue.size).toBe(16);
+  });
+});
+
+describe('vhost-user adaptive polling (pollUs)', () => {
+  const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+  it('serves chains published without a kick while the window is open, with kicks suppressed, then asks for kicks again', async () => {
+    const { server, queue, kick, call } = await running(patternDevice(), { eventIdx: true, pollUs: 10_000 });
+    queue.addChain([{ writable: true, length: 8 }]);
+    signalEventFd(kick);
+    await waitEventFd(call);
+    expect(queue.takeUsed()).toHaveLength(1);
+    // Polling: avail_event trails what was consumed, so Linux's vring_need_event says no kick.
+    expect(queue.availEvent).toBe((queue.availIndex - 1) & 0xffff);
+    for (let i = 0; i < 3; i++) {
+      queue.setUsedEvent(queue.usedIdx); // as Linux's virtqueue_enable_cb: interrupt me for the next one
+      queue.addChain([{ writable: true, length: 8 }]);
+      await waitEventFd(call);
+      expect(queue.takeUsed()).toHaveLength(1);
+    }
+    expect(server.metrics()).toMatchObject({ kicks: 1, pollWindows: 1 });
+    expect(server.metrics().polled).toBeGreaterThanOrEqual(3);
+    // The window (10 ms) passes with nothing new: kicks are asked for again.
+    await vi.waitFor(() => expect(queue.availEvent).toBe(queue.availIndex), { timeout: 2000 });
+    const polled = server.metrics().polled;
+    queue.setUsedEvent(queue.usedIdx);
+    queue.addChain([{ writable: true, length: 8 }]);
+    await sleep(30);
+    expect(queue.takeUsed()).toHaveLength(0);
+    signalEventFd(kick);
+    await waitEventFd(call);
+    expect(queue.takeUsed()).toHaveLength(1);
+    expect(server.metrics()).toMatchObject({ kicks: 2, pollWindows: 2, polled });
+  });
+
+  it('stops polling at once when the device defers, and serves what it deferred on the next kick', async () => {
+    const device = patternDevice();
+    let blocked = true;
+    let notifies = 0;
+    const serveNow = device.notify.bind(device);
+    device.notify = (index: number) => {
+      notifies++;
+      if (!blocked) serveNow(index);
+      else {
+        // A device that cannot serve yet leaves the chain available (serviceQueue's 'defer').
+      }
+    };
+    const { server, queue, kick, call } = await running(device, { eventIdx: true, pollUs: 10_000 });
+    queue.addChain([{ writable: true, length: 8 }]);
+    signalEventFd(kick);
+    await vi.waitFor(() => expect(server.metrics().pollWindows).toBe(1));
+    await sleep(20);
+    // The first look found the chain still there and ended the window: no spinning.
+    const settled = notifies;
+    await sleep(30);
+    expect(notifies).toBe(settled);
+    expect(server.metrics()).toMatchObject({ polled: 0, pollWindows: 1 });
+    blocked = false;
+    signalEventFd(kick);
+    await waitEventFd(call);
+    expect(queue.takeUsed()).toHaveLength(1);
+  });
+
+  it('ends a poll window when the frontend goes away', async () => {
+    const { server, frontend, queue, kick, call, device } = await running(patternDevice(), {
+      eventIdx: true,
+      pollUs: 10_000,
+    });
+    queue.addChain([{ writable: true, length: 8 }]);
+    signalEventFd(kick);
+    await waitEventFd(call);
+    frontend.close();
+    await vi.waitFor(() => expect(device.resets).toBe(1));
+    const requests = device.requests;
+    queue.addChain([{ writable: true, length: 8 }]);
+    await sleep(30);
+    expect(device.requests).toBe(requests);
+    expect(server.metrics().polled).toBe(0);
+  });
+
+  it('refuses a pollUs that is not an integer from 0 to 10000, naming it', () => {
+    for (const pollUs of [-1, 10_001, 1.5, Number.NaN]) {
+      expect(() => serveVhostUser({ socketPath, device: () => patternDevice(), pollUs })).toThrow(
+        /^pollUs: expected an integer from 0 to 10000/,
+      );
+    }
   });
 });
 

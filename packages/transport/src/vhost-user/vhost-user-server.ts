@@ -1,6 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { VirtioDevice } from '../virtio-device.js';
-import { VhostUserBackend, type VhostUserLogger, type VhostUserMetrics } from './vhost-user-backend.js';
+import {
+  MAX_POLL_US,
+  VhostUserBackend,
+  type VhostUserLogger,
+  type VhostUserMetrics,
+} from './vhost-user-backend.js';
 import { VhostUserError } from './vhost-user-errors.js';
 import { closeFd, libc, SUN_PATH_MAX } from './vhost-user-libc.js';
 import type { XenRegionMapper } from './vhost-user-memory.js';
@@ -34,6 +39,8 @@ export interface ServeVhostUserOptions {
   offerXenMmap?: boolean;
   /** QEMU vhost-user-gpu's display socket (see `VhostUserBackendOptions.gpuSocket`). */
   gpuSocket?: (fd: number, device: VirtioDevice) => void;
+  /** Adaptive polling after work, in microseconds (see `VhostUserBackendOptions.pollUs`). Default 0: off. */
+  pollUs?: number;
   log?: VhostUserLogger;
 }
 
@@ -125,6 +132,7 @@ class Server extends EventEmitter<VhostUserServerEvents> implements VhostUserSer
         offerMemorySlots: this.options.offerMemorySlots,
         offerXenMmap: this.options.offerXenMmap,
         gpuSocket: this.options.gpuSocket,
+        ...(this.options.pollUs !== undefined ? { pollUs: this.options.pollUs } : {}),
         log: this.options.log,
       });
     } catch (error) {
@@ -209,5 +217,9 @@ export function serveVhostUser(options: ServeVhostUserOptions): VhostUserServer 
   }
   if (typeof options.device !== 'function')
     throw new TypeError('device must be a function returning a VirtioDevice');
+  const pollUs = options.pollUs ?? 0;
+  if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) {
+    throw new RangeError(`pollUs: expected an integer from 0 to ${MAX_POLL_US} microseconds, got ${pollUs}`);
+  }
   return new Server(options);
 }
