@@ -24,8 +24,8 @@ import { ensureSystemPackages } from '../src/e2e-system.js';
 
 const BYTES = 4 * 1024 * 1024;
 const REQUEST_BYTES = 64;
-const rounds = Number(process.env.XVIO_BENCH_ROUNDS ?? 7);
-const splitRounds = Number(process.env.XVIO_BENCH_SPLIT_ROUNDS ?? 5);
+const rounds = Number(process.env.XVIO_BENCH_ROUNDS ?? 5);
+const splitRounds = Number(process.env.XVIO_BENCH_SPLIT_ROUNDS ?? 4);
 const pinnedRounds = Number(process.env.XVIO_BENCH_PINNED_ROUNDS ?? 3);
 const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
 const FLOOR_SOURCE = join(dirname(fileURLToPath(import.meta.url)), 'floor', 'vhost-user-rng-floor.c');
@@ -51,10 +51,15 @@ interface Timing {
 }
 
 /**
- * xvio: xvio's backend process; builtin: QEMU's virtio-rng-pci; floor: the C floor backend,
- * what the vhost-user process hop costs at the least (see bench/floor/vhost-user-rng-floor.c).
+ * xvio: xvio's backend process as it runs by default (waits for kicks); xvio-poll: the same
+ * with adaptive polling (`--poll-us POLL_US`); builtin: QEMU's virtio-rng-pci; floor: the C
+ * floor backend, what the vhost-user process hop costs an event-driven backend at the least
+ * (see bench/floor/vhost-user-rng-floor.c).
  */
-type Device = 'xvio' | 'builtin' | 'floor';
+type Device = 'xvio' | 'xvio-poll' | 'builtin' | 'floor';
+
+/** The poll window of the 'xvio-poll' runs (`e2e-backend.ts --poll-us`, the CLI's `--poll-us`). */
+const POLL_US = Number(process.env.XVIO_BENCH_POLL_US ?? 100);
 
 interface Sample {
   device: Device;
@@ -67,7 +72,7 @@ interface Sample {
   stealPercent: number;
   guest: Record<string, string>;
   timing?: Timing;
-  vhostUser?: { kicks: number; calls: number };
+  vhostUser?: { kicks: number; calls: number; polled?: number };
   requests?: number;
 }
 
@@ -220,7 +225,10 @@ async function measure(device: Device, layout: Sample['layout'], round: number):
     };
   } else {
     const socket = join(dir, `rng-${layout}-${round}.sock`);
-    const backend = new BackendProcess(socket, false, ['--timing']);
+    const backend = new BackendProcess(socket, false, [
+      '--timing',
+      ...(device === 'xvio-poll' ? ['--poll-us', String(POLL_US)] : []),
+    ]);
     await backend.start();
     let run: GuestRun;
     try {
@@ -235,7 +243,7 @@ async function measure(device: Device, layout: Sample['layout'], round: number):
       await backend.kill('SIGTERM');
     }
     const log = backend.log.join('');
-    const vhostUser = backendLine<{ kicks: number; calls: number }>(log, 'vhost-user');
+    const vhostUser = backendLine<{ kicks: number; calls: number; polled: number }>(log, 'vhost-user');
     const requests = backendLine<{ requests: number }>(log, 'rng')?.requests;
     const timing = backendLine<Timing>(log, 'timing');
     sample = {
@@ -247,7 +255,9 @@ async function measure(device: Device, layout: Sample['layout'], round: number):
       stealPercent: 0,
       guest: run.results.at(-1)!,
       ...(timing ? { timing } : {}),
-      ...(vhostUser ? { vhostUser: { kicks: vhostUser.kicks, calls: vhostUser.calls } } : {}),
+      ...(vhostUser
+        ? { vhostUser: { kicks: vhostUser.kicks, calls: vhostUser.calls, polled: vhostUser.polled } }
+        : {}),
       ...(requests !== undefined ? { requests } : {}),
     };
   }
@@ -259,8 +269,8 @@ async function measure(device: Device, layout: Sample['layout'], round: number):
   return sample;
 }
 
-/** The three devices in turn, each round starting with another, so none always follows the same boot. */
-const DEVICES: Device[] = ['builtin', 'xvio', 'floor'];
+/** The devices in turn, each round starting with another, so none always follows the same boot. */
+const DEVICES: Device[] = ['builtin', 'xvio', 'xvio-poll', 'floor'];
 const orderOf = (round: number): Device[] => DEVICES.map((_, i) => DEVICES[(i + round) % DEVICES.length]!);
 
 try {
@@ -285,22 +295,11 @@ const round2 = (n: number) => Math.round(n * 100) / 100;
 interface LayoutSummary {
   layout: Layout;
   rounds: number;
-  xvio: number;
-  builtin: number;
-  floor: number;
-  /** xvio / built-in, ratio of the medians. */
-  ratio: number;
-  /** floor / built-in: what any vhost-user backend reaches at most here. */
-  floorRatio: number;
-  /** xvio / floor: the part of the reachable rate xvio reaches. */
-  ofFloor: number;
-  /**
-   * Each round's boots run back to back, so their ratios see nearly the same machine load;
-   * the median of those ratios is less at the mercy of load that comes and goes.
-   */
-  paired: number[];
-  pairedFloor: number[];
-  pairedOfFloor: number[];
+  /** Median MB/s of each device. */
+  rate: Record<Device, number>;
+  /** Ratios of the medians; `paired`: the same ratio within each round (boots back to back). */
+  ratio: { xvio: number; poll: number; floor: number; xvioOfFloor: number };
+  paired: { xvio: number[]; poll: number[]; floor: number[]; xvioOfFloor: number[] };
 }
 
 /** Per round, a's rate over b's. */
@@ -312,120 +311,129 @@ function pairedRatios(a: Sample[], b: Sample[]): number[] {
 }
 
 const summaries: LayoutSummary[] = (['free', 'split', 'one-cpu'] as const).flatMap((layout) => {
-  const xvio = of('xvio', layout);
-  const builtin = of('builtin', layout);
-  const floor = of('floor', layout);
-  if (xvio.length === 0 || builtin.length === 0 || floor.length === 0) return [];
-  const xvioRate = median(rates(xvio));
-  const builtinRate = median(rates(builtin));
-  const floorRate = median(rates(floor));
+  const list = Object.fromEntries(DEVICES.map((device) => [device, of(device, layout)])) as Record<
+    Device,
+    Sample[]
+  >;
+  if (DEVICES.some((device) => list[device].length === 0)) return [];
+  const rate = Object.fromEntries(DEVICES.map((device) => [device, median(rates(list[device]))])) as Record<
+    Device,
+    number
+  >;
   return [
     {
       layout,
-      rounds: xvio.length,
-      xvio: xvioRate,
-      builtin: builtinRate,
-      floor: floorRate,
-      ratio: xvioRate / builtinRate,
-      floorRatio: floorRate / builtinRate,
-      ofFloor: xvioRate / floorRate,
-      paired: pairedRatios(xvio, builtin),
-      pairedFloor: pairedRatios(floor, builtin),
-      pairedOfFloor: pairedRatios(xvio, floor),
+      rounds: list.xvio.length,
+      rate,
+      ratio: {
+        xvio: rate.xvio / rate.builtin,
+        poll: rate['xvio-poll'] / rate.builtin,
+        floor: rate.floor / rate.builtin,
+        xvioOfFloor: rate.xvio / rate.floor,
+      },
+      paired: {
+        xvio: pairedRatios(list.xvio, list.builtin),
+        poll: pairedRatios(list['xvio-poll'], list.builtin),
+        floor: pairedRatios(list.floor, list.builtin),
+        xvioOfFloor: pairedRatios(list.xvio, list.floor),
+      },
     },
   ];
 });
 const free = summaries.find((each) => each.layout === 'free')!;
-const xvioFree = of('xvio', 'free');
 const loads = samples.map((s) => s.load);
 const steals = samples.map((s) => s.stealPercent);
 const timingOf = (list: Sample[], key: keyof Timing) =>
   median(list.flatMap((s) => (s.timing ? [s.timing[key]] : [])));
+/** The backend's CPU time per request (user + system), µs: CPU per serviced notify × notifies / requests. */
+const cpuPerRequest = (s: Sample) =>
+  s.timing && s.requests
+    ? ((s.timing.cpuUserUsPerKick + s.timing.cpuSystemUsPerKick) * s.timing.kicks) / s.requests
+    : undefined;
+const medianCpu = (list: Sample[]) => median(list.flatMap((s) => cpuPerRequest(s) ?? []));
 const usPerRequest = (mbps: number) => REQUEST_BYTES / mbps; // MB/s = bytes per microsecond
 const guest = samples[0]?.guest ?? {};
 const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, QEMU TCG, guest ${kernel.release}, load ${median(loads).toFixed(1)} (${Math.min(...loads).toFixed(1)}-${Math.max(...loads).toFixed(1)}), steal ${Math.max(...steals).toFixed(1)}% at most`;
 const layoutLabel: Record<Layout, string> = {
   free: 'free',
-  split: `split (vCPU on CPU ${VCPU_CPU}; QEMU's other threads and xvio's backend on CPU ${EMULATOR_CPU})`,
-  'one-cpu': `one CPU (QEMU and xvio's backend on CPU ${ONE_CPU})`,
+  split: `split (vCPU on CPU ${VCPU_CPU}; QEMU's other threads and the backend on CPU ${EMULATOR_CPU})`,
+  'one-cpu': `one CPU (QEMU and the backend on CPU ${ONE_CPU})`,
+};
+const deviceName: Record<Device, string> = {
+  xvio: "xvio's vhost-user rng (default: waits for kicks)",
+  'xvio-poll': `xvio's vhost-user rng with --poll-us ${POLL_US}`,
+  builtin: "QEMU's built-in virtio-rng-pci",
+  floor: 'the C floor vhost-user rng backend (event-driven, no checks)',
 };
 
 const report = {
   machine,
   date: new Date().toISOString(),
   results: [
-    {
-      name: 'guest dd 4 MiB from /dev/hwrng via xvio vhost-user rng (median)',
-      value: round2(free.xvio),
+    ...(['xvio', 'xvio-poll', 'floor'] as const).map((device) => ({
+      name: `guest dd 4 MiB from /dev/hwrng via ${deviceName[device]}, free layout (median)`,
+      value: round2(free.rate[device]),
       unit: 'MB/s',
       bound: {
-        name: 'QEMU built-in virtio-rng-pci, same guest, same run (median)',
-        value: round2(free.builtin),
+        name: "QEMU's built-in virtio-rng-pci, same guest, same run (median)",
+        value: round2(free.rate.builtin),
       },
-      samples: rates(xvioFree).map(round2),
-    },
+      samples: rates(of(device, 'free')).map(round2),
+    })),
     {
-      name: 'guest dd 4 MiB from /dev/hwrng via QEMU built-in virtio-rng-pci (median)',
-      value: round2(free.builtin),
+      name: "guest dd 4 MiB from /dev/hwrng via QEMU's built-in virtio-rng-pci, free layout (median)",
+      value: round2(free.rate.builtin),
       unit: 'MB/s',
       samples: rates(of('builtin', 'free')).map(round2),
-    },
-    {
-      name: 'guest dd 4 MiB from /dev/hwrng via the C floor vhost-user rng backend (median)',
-      value: round2(free.floor),
-      unit: 'MB/s',
-      samples: rates(of('floor', 'free')).map(round2),
     },
     ...summaries.flatMap((summary) => [
       {
         name: `xvio / built-in, ${layoutLabel[summary.layout]}`,
-        value: round2(summary.ratio),
+        value: round2(summary.ratio.xvio),
         unit: 'x',
         bound: { name: 'target', value: 1 },
-        xvio: round2(summary.xvio),
-        builtin: round2(summary.builtin),
+        pairedMedian: round2(median(summary.paired.xvio)),
+        samples: summary.paired.xvio.map(round2),
       },
       {
-        name: `xvio / built-in, ${layoutLabel[summary.layout]}, median of the ratios within each round`,
-        value: round2(median(summary.paired)),
+        name: `xvio --poll-us ${POLL_US} / built-in, ${layoutLabel[summary.layout]}`,
+        value: round2(summary.ratio.poll),
         unit: 'x',
         bound: { name: 'target', value: 1 },
-        samples: summary.paired.map(round2),
+        pairedMedian: round2(median(summary.paired.poll)),
+        samples: summary.paired.poll.map(round2),
       },
       {
-        name: `C floor backend / built-in, ${layoutLabel[summary.layout]} (the most any vhost-user backend reaches here)`,
-        value: round2(summary.floorRatio),
+        name: `C floor backend / built-in, ${layoutLabel[summary.layout]} (the most an event-driven vhost-user backend reaches here)`,
+        value: round2(summary.ratio.floor),
         unit: 'x',
         bound: { name: 'target for xvio', value: 1 },
-        floor: round2(summary.floor),
-        builtin: round2(summary.builtin),
-        pairedMedian: round2(median(summary.pairedFloor)),
-        samples: summary.pairedFloor.map(round2),
+        pairedMedian: round2(median(summary.paired.floor)),
+        samples: summary.paired.floor.map(round2),
       },
       {
         name: `xvio / C floor backend, ${layoutLabel[summary.layout]}`,
-        value: round2(summary.ofFloor),
+        value: round2(summary.ratio.xvioOfFloor),
         unit: 'x',
         bound: { name: 'C floor vhost-user rng backend', value: 1 },
-        xvio: round2(summary.xvio),
-        floor: round2(summary.floor),
-        pairedMedian: round2(median(summary.pairedOfFloor)),
-        samples: summary.pairedOfFloor.map(round2),
+        pairedMedian: round2(median(summary.paired.xvioOfFloor)),
+        samples: summary.paired.xvioOfFloor.map(round2),
+      },
+      {
+        name: `xvio backend CPU time per request (user + system), ${layoutLabel[summary.layout]}: default / --poll-us ${POLL_US}`,
+        value: round2(medianCpu(of('xvio', summary.layout))),
+        unit: 'us',
+        poll: round2(medianCpu(of('xvio-poll', summary.layout))),
       },
     ]),
     {
-      name: 'xvio backend (free): kick to kick (one guest round trip), median',
-      value: round2(timingOf(xvioFree, 'cycleMedianUs')),
+      name: 'xvio backend (free, default): kick to kick (one guest round trip), median',
+      value: round2(timingOf(of('xvio', 'free'), 'cycleMedianUs')),
       unit: 'us',
     },
     {
-      name: 'xvio backend (free): kick handed to the device until the call is written, median',
-      value: round2(timingOf(xvioFree, 'serviceMedianUs')),
-      unit: 'us',
-    },
-    {
-      name: 'xvio backend (free): CPU time per kick (user + system)',
-      value: round2(timingOf(xvioFree, 'cpuUserUsPerKick') + timingOf(xvioFree, 'cpuSystemUsPerKick')),
+      name: 'xvio backend (free, default): kick handed to the device until the call is written, median',
+      value: round2(timingOf(of('xvio', 'free'), 'serviceMedianUs')),
       unit: 'us',
     },
   ],
@@ -444,46 +452,80 @@ const report = {
 mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'vhost-user-rng.json'), `${JSON.stringify(report, null, 2)}\n`);
 
-const deviceLabel: Record<Device, string> = { xvio: 'xvio', builtin: 'built-in', floor: 'C floor' };
-const row = (s: Sample) =>
-  `| ${s.layout} | ${s.round + 1} | ${deviceLabel[s.device]} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
+const deviceLabel: Record<Device, string> = {
+  xvio: 'xvio',
+  'xvio-poll': `xvio --poll-us ${POLL_US}`,
+  builtin: 'built-in',
+  floor: 'C floor',
+};
+const row = (s: Sample) => {
+  const cpu = cpuPerRequest(s);
+  return `| ${s.layout} | ${s.round + 1} | ${deviceLabel[s.device]} | ${s.mbps.toFixed(2)} | ${usPerRequest(s.mbps).toFixed(1)} | ${s.load.toFixed(1)} | ${s.stealPercent.toFixed(1)} | ${
     s.timing
-      ? `${s.timing.cycleMedianUs.toFixed(1)} (${s.timing.cycleMeanUs.toFixed(1)}) / ${s.timing.serviceMedianUs.toFixed(1)} / ${(s.timing.cpuUserUsPerKick + s.timing.cpuSystemUsPerKick).toFixed(1)}`
+      ? `${s.timing.cycleMedianUs.toFixed(1)} (${s.timing.cycleMeanUs.toFixed(1)}) / ${s.timing.serviceMedianUs.toFixed(1)} / ${cpu === undefined ? '?' : cpu.toFixed(1)}`
       : ''
-  } | ${s.vhostUser ? `${s.requests ?? '?'} / ${s.vhostUser.kicks} / ${s.vhostUser.calls}` : ''} |`;
+  } | ${s.vhostUser ? `${s.requests ?? '?'} / ${s.vhostUser.kicks} / ${s.vhostUser.calls}${s.vhostUser.polled ? ` / ${s.vhostUser.polled}` : ''}` : ''} |`;
+};
+const x = (ratio: number, paired: number[]) => `${ratio.toFixed(2)}x (${median(paired).toFixed(2)}x)`;
 const summaryRows = summaries
   .map(
     (summary) =>
-      `| ${layoutLabel[summary.layout]} | ${summary.rounds} | ${summary.xvio.toFixed(2)} | ${summary.floor.toFixed(2)} | ${summary.builtin.toFixed(2)} | **${summary.ratio.toFixed(2)}x** (${median(summary.paired).toFixed(2)}x) | ${summary.floorRatio.toFixed(2)}x (${median(summary.pairedFloor).toFixed(2)}x) | **${summary.ofFloor.toFixed(2)}x** (${median(summary.pairedOfFloor).toFixed(2)}x) |`,
+      `| ${layoutLabel[summary.layout]} | ${summary.rounds} | ${summary.rate.xvio.toFixed(2)} | ${summary.rate['xvio-poll'].toFixed(2)} | ${summary.rate.floor.toFixed(2)} | ${summary.rate.builtin.toFixed(2)} | **${x(summary.ratio.xvio, summary.paired.xvio)}** | **${x(summary.ratio.poll, summary.paired.poll)}** | ${x(summary.ratio.floor, summary.paired.floor)} | ${x(summary.ratio.xvioOfFloor, summary.paired.xvioOfFloor)} | ${medianCpu(of('xvio', summary.layout)).toFixed(1)} / ${medianCpu(of('xvio-poll', summary.layout)).toFixed(1)} |`,
   )
   .join('\n');
 writeFileSync(
   join(resultsDir, 'vhost-user-rng.md'),
-  `# vhost-user rng: xvio vs QEMU's built-in virtio-rng-pci, and the floor of any vhost-user backend
+  `# vhost-user rng: xvio vs QEMU's built-in virtio-rng-pci
 
-${report.date} on ${machine}. Each round boots the same Debian cloud kernel and busybox
-initramfs and reads 4 MiB from \`/dev/hwrng\` with \`dd bs=4096\` (guest-side time from
-\`/proc/uptime\`) three times, back to back, each round starting with another: through xvio's
-\`vhost-user-rng-pci\` backend process; through QEMU's built-in \`virtio-rng-pci\`; and through
-the C floor (\`tests/e2e/bench/floor/vhost-user-rng-floor.c\`), a vhost-user rng backend with
-nothing between kick and call (C, one epoll loop, the ring read in place, no checks, the same
-ring features and the same 64 KiB getrandom pool as xvio's OS source), which shows what the
-vhost-user process hop costs whoever writes the backend. Three layouts, QEMU placed the same
-way for every device: "free", the scheduler places every thread; "split", QEMU pinned as
-libvirt's \`vcpupin\`/\`emulatorpin\` pin a guest (the vCPU thread on CPU ${VCPU_CPU}, QEMU's
-other threads, among them the main loop that runs the built-in device, on CPU ${EMULATOR_CPU})
-and the backend beside the main loop; "one-cpu", QEMU and the backend all on CPU ${ONE_CPU}.
-Target: xvio >= 1.0x the built-in device. Ratios are of the medians; in brackets, the median
-of the per-round ratios.
+${report.date} on ${machine}.
 
-| layout | rounds | xvio MB/s | C floor MB/s | built-in MB/s | xvio / built-in | C floor / built-in | xvio / C floor |
-|---|---|---|---|---|---|---|---|
+Each round boots the same Debian cloud kernel and busybox initramfs four times, back to back
+(each round starting with another), and reads 4 MiB from \`/dev/hwrng\` with \`dd bs=4096\`
+(guest-side time from \`/proc/uptime\`) through:
+
+- **xvio**: xvio's backend process (\`vhost-user-rng-pci\`), as it runs by default: it sleeps
+  until the guest's kick;
+- **xvio --poll-us ${POLL_US}**: the same with adaptive polling (\`xvio vhost-user rng --poll-us
+  ${POLL_US}\`, off by default): after a request the backend keeps looking at the ring for up to
+  ${POLL_US} µs, renewed by each request it finds, with the guest's kicks suppressed, yielding
+  the CPU between looks (as QEMU's iothreads do with \`poll-max-ns\`);
+- **C floor**: \`tests/e2e/bench/floor/vhost-user-rng-floor.c\`, an event-driven vhost-user
+  rng backend with nothing between kick and call (C, one epoll loop, the ring read in place,
+  no checks, the same ring features and 64 KiB getrandom pool as xvio): the least the
+  vhost-user process hop costs any backend that waits for kicks;
+- **built-in**: QEMU's own \`virtio-rng-pci\` (default \`rng-builtin\` backend).
+
+Three layouts, QEMU placed the same way for every device: "free", the scheduler places every
+thread; "split", QEMU pinned as libvirt's \`vcpupin\`/\`emulatorpin\` pin a guest (the vCPU
+thread on CPU ${VCPU_CPU}, QEMU's other threads, among them the main loop that runs the built-in
+device, on CPU ${EMULATOR_CPU}) and the backend beside the main loop; "one-cpu", QEMU and the
+backend all on CPU ${ONE_CPU}. Target: xvio >= 1.0x the built-in device. Ratios are of the
+medians; in brackets, the median of the per-round ratios. CPU = xvio's backend CPU time per
+request (user + system, µs), default / with polling.
+
+| layout | rounds | xvio MB/s | xvio --poll-us ${POLL_US} MB/s | C floor MB/s | built-in MB/s | xvio / built-in | xvio --poll-us / built-in | C floor / built-in | xvio / C floor | CPU µs/request |
+|---|---|---|---|---|---|---|---|---|---|---|
 ${summaryRows}
 
+Linux 6.1's virtio-rng keeps exactly one 64-byte buffer (\`data[SMP_CACHE_BYTES]\`) in
+flight, so the rate is one round trip per 64 bytes. Built in, a request costs two thread
+hand-offs inside QEMU (vCPU thread → main loop's bottom half → vCPU). Through vhost-user under
+TCG it costs three: the vCPU writes the kick eventfd → the backend process wakes, serves and
+writes the call eventfd → QEMU's main loop (TCG has no irqfd) raises the interrupt → vCPU.
+The C floor has nothing to do between kick and call, so the "C floor / built-in" column is
+what the extra hop alone leaves of the built-in device's rate, for any backend that waits for
+kicks; "xvio / C floor" is how much of that xvio's default reaches. On this machine (itself a
+VM whose idle CPUs halt to its host) waking a sleeping thread on another CPU costs tens of
+microseconds. Polling removes the backend's wake-up and the guest's kick: it pays when the
+backend does not share the vCPU's CPU ("free", "split"); on the vCPU's own CPU ("one-cpu")
+its looks take time from the guest, and polling is not meant for that placement. See
+tests/e2e/README.md ("Performance") for the breakdown per thread.
+
 Every round (µs/request = 64 bytes / rate; load = 1-minute load average at the boot; steal =
-CPU time the machine's own hypervisor took, it is a VM itself; backend = as xvio's backend
-saw it: median (mean) kick-to-kick interval, median time from the kick reaching the device to the
-call eventfd written, CPU time per kick; counts = requests served / kicks / calls):
+CPU time the machine's own hypervisor took; backend = as xvio's backend saw it: median
+(mean) interval between services, median time from the device being notified to the call
+eventfd written, CPU time per request; counts = requests served / kicks / calls / requests
+found by polling):
 
 | layout | round | device | MB/s | µs/request | load | steal % | backend µs: cycle (mean) / service / CPU | counts |
 |---|---|---|---|---|---|---|---|---|
@@ -495,29 +537,15 @@ ${guest.hwrng_threads ?? '?'} hwrng kernel thread. That thread reads the device 
 \`crng_reseed_interval\`), so it takes a handful of the 65536 requests for either device (the
 requests column: 65536 for dd plus those).
 
-Linux 6.1's virtio-rng keeps exactly one 64-byte buffer (\`data[SMP_CACHE_BYTES]\`) in
-flight, so the rate is one round trip per 64 bytes. Built in, a request costs two thread
-hand-offs inside QEMU (vCPU thread → main loop's bottom half → vCPU); through vhost-user it
-costs three (vCPU writes the kick eventfd → backend → call eventfd → QEMU's main loop → vCPU).
-The backend's own service time is the small part (the "service" column); the rest of the
-cycle is the guest, QEMU, and how fast a sleeping thread is woken: on another CPU of this
-machine (itself a VM whose idle CPUs halt to its host) that takes tens of microseconds. Which
-hand-offs cross CPUs decides the ratio: when the scheduler keeps QEMU's vCPU thread and main
-loop on one CPU (one-cpu always, free often), the built-in device's two hand-offs stay on one CPU and the
-backend's hop is extra work; when the vCPU has a CPU of its own (split), both devices cross
-CPUs twice per request (kick and interrupt) and the backend's hop beside the main loop costs
-about what the built-in device's bottom half does. See tests/e2e/README.md ("Performance")
-for the breakdown per thread.
-
 Run: \`pnpm --filter @xvio/e2e bench\` (\`XVIO_BENCH_ROUNDS\`, \`XVIO_BENCH_SPLIT_ROUNDS\`,
-\`XVIO_BENCH_PINNED_ROUNDS\` set the rounds).
+\`XVIO_BENCH_PINNED_ROUNDS\` set the rounds of each layout, \`XVIO_BENCH_POLL_US\` the poll window).
 `,
 );
 console.log(
   summaries
     .map(
       (each) =>
-        `${each.layout}: xvio ${each.xvio.toFixed(2)} MB/s, C floor ${each.floor.toFixed(2)} MB/s, built-in ${each.builtin.toFixed(2)} MB/s; xvio/built-in ${each.ratio.toFixed(2)}x, floor/built-in ${each.floorRatio.toFixed(2)}x, xvio/floor ${each.ofFloor.toFixed(2)}x`,
+        `${each.layout}: xvio ${each.rate.xvio.toFixed(2)}, xvio --poll-us ${each.rate['xvio-poll'].toFixed(2)}, C floor ${each.rate.floor.toFixed(2)}, built-in ${each.rate.builtin.toFixed(2)} MB/s; xvio/built-in ${each.ratio.xvio.toFixed(2)}x, polling ${each.ratio.poll.toFixed(2)}x, floor ${each.ratio.floor.toFixed(2)}x, xvio/floor ${each.ratio.xvioOfFloor.toFixed(2)}x`,
     )
     .join('\n'),
 );
