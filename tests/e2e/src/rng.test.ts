@@ -18,8 +18,9 @@ async function waitForPath(path: string, timeoutMs = 30_000): Promise<void> {
 }
 
 /** QEMU connects to xvio's socket. */
-function vhostUserRng(socket: string): string[] {
-  return ['-chardev', `socket,id=vu,path=${socket}`, '-device', 'vhost-user-rng-pci,chardev=vu'];
+/** `vhost-user-rng-pci` on `socket`; `properties` are more device properties (`,packed=on`). */
+function vhostUserRng(socket: string, properties = ''): string[] {
+  return ['-chardev', `socket,id=vu,path=${socket}`, '-device', `vhost-user-rng-pci,chardev=vu${properties}`];
 }
 
 function describeRun(run: GuestRun): string {
@@ -74,12 +75,7 @@ describe('virtio-rng in an unmodified Linux guest', () => {
       const run = await bootGuest({
         kernel: kernel.vmlinuz,
         initrd,
-        devices: [
-          '-chardev',
-          `socket,id=vu,path=${socket}`,
-          '-device',
-          'vhost-user-rng-pci,chardev=vu,packed=on',
-        ],
+        devices: vhostUserRng(socket, ',packed=on'),
         args: { case: 'rng', bytes: 131072 },
       });
       expect(run.failures, describeRun(run)).toEqual([]);
@@ -103,12 +99,7 @@ describe('virtio-rng in an unmodified Linux guest', () => {
         const run = await bootGuest({
           kernel: kernel.vmlinuz,
           initrd,
-          devices: [
-            '-chardev',
-            `socket,id=vu,path=${socket}`,
-            '-device',
-            `vhost-user-rng-pci,chardev=vu${ring === 'packed' ? ',packed=on' : ''}`,
-          ],
+          devices: vhostUserRng(socket, ring === 'packed' ? ',packed=on' : ''),
           args: { case: 'rng', bytes },
         });
         expect(run.failures, describeRun(run)).toEqual([]);
