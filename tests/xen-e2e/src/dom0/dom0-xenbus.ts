@@ -133,6 +133,11 @@ export async function scenarioXenbus(services: XenServices): Promise<string> {
       () =>
         `backend ${xenbusStateName(backend.xenbusState)}, counters ${JSON.stringify(backend.counters)}, ${served(device)} bytes, guest: ${guestLines(readLog(log)).slice(-2).join(' | ')}`,
     );
+  } catch (error) {
+    // The guest never powered off: its whole console (kernel lines too) and Xen's log, while
+    // the domain still exists.
+    diagnose(log);
+    throw error;
   } finally {
     if (domainNames().includes(name)) xl('destroy', name);
   }

@@ -62,7 +62,18 @@ class Frontend {
   ) {}
 
   async backendState(): Promise<XenbusState> {
-    return parseXenbusState(await this.store.tryRead(`${this.backend}/state`));
+    const path = `${this.backend}/state`;
+    // A reply that never comes would hang this driver silently (its other waits all have a
+    // deadline): fail loudly instead, naming the read.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`xenstore read of ${path} not answered in 30 s`)), 30_000);
+    });
+    try {
+      return parseXenbusState(await Promise.race([this.store.tryRead(path), late]));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async waitBackend(accept: (s: XenbusState) => boolean, ms: number, what: string): Promise<XenbusState> {
@@ -136,6 +147,16 @@ class Frontend {
     this.connected = true;
   }
 
+  /** Ring indices and where request() waits, for the heartbeat. */
+  progress(): string {
+    const ring = this.ring;
+    const used = ring ? new DataView(ring.bytes.buffer, ring.bytes.byteOffset + 8192, 4096) : undefined;
+    return `avail ${this.availIdx} used ${used?.getUint16(splitRing.USED_IDX, true) ?? '-'} waiting ${this.waiting}`;
+  }
+
+  /** What request() awaits now (for the heartbeat). */
+  waiting = 'nothing';
+
   /** The device status the backend publishes on the config page (NEEDS_RESET is how it tells a fault). */
   deviceStatus(): number {
     const page = this.config;
@@ -183,6 +204,7 @@ class Frontend {
     // x86 keeps stores in order: the ring entries are visible before the index that covers them.
     avail.setUint16(splitRing.AVAIL_IDX, this.availIdx, true);
     (this.queue ?? this.control)?.notify();
+    this.waiting = 'used';
     const deadline = Date.now() + timeoutMs;
     let lastStateCheck = Date.now();
     while (used.getUint16(splitRing.USED_IDX, true) !== this.availIdx) {
@@ -191,7 +213,10 @@ class Frontend {
       if (Date.now() - lastStateCheck > 200) {
         lastStateCheck = Date.now();
         if (this.deviceStatus() & STATUS_DEVICE_NEEDS_RESET) return 'needs-reset';
-        if ((await this.backendState()) === XENBUS_STATE_INIT_WAIT) {
+        this.waiting = 'xenstore';
+        const backendState = await this.backendState();
+        this.waiting = 'used';
+        if (backendState === XENBUS_STATE_INIT_WAIT) {
           this.connected = false;
           return 'restarted';
         }
@@ -202,6 +227,7 @@ class Frontend {
       });
       this.wakeup = undefined;
     }
+    this.waiting = 'nothing';
     const out: Uint8Array[] = [];
     for (; this.lastUsed !== this.availIdx; this.lastUsed = (this.lastUsed + 1) & 0xffff) {
       const element = splitRing.USED_RING + splitRing.USED_ELEM_SIZE * (this.lastUsed % QUEUE_SIZE);
@@ -290,6 +316,14 @@ const frontend = new Frontend(
   `/local/domain/${domid}/device/${wire.XENBUS_VIRTIO_KIND}/0`,
 );
 console.log(`DOMU-XENBUS domid ${domid} mode ${mode}`);
+// Where the driver is, every 15 s: a run that stalls shows whether its event loop still turns
+// (heartbeats go on) and in which phase it stopped.
+let phase = 'connect';
+const heartbeat = setInterval(
+  () => console.log(`DOMU-NOTE heartbeat phase ${phase}: ${frontend.progress()}`),
+  15_000,
+);
+heartbeat.unref();
 
 try {
   const connectStart = performance.now();
@@ -304,6 +338,7 @@ try {
   if (mode === 'basic') {
     // Round trip: one 64-byte request, notify, wait for the used element.
     const rounds = 40;
+    phase = 'round-trips';
     const rtStart = performance.now();
     for (let i = 0; i < rounds; i++) {
       const got = await frontend.request(1, 64);
@@ -311,6 +346,7 @@ try {
         throw new Error(`round trip ${i}: ${typeof got === 'string' ? got : got[0]?.length}`);
     }
     measure('xenbus-rng-round-trip', ((performance.now() - rtStart) * 1000) / rounds, 'us');
+    phase = 'transfer';
     const result = await transfer(frontend, 1024 * 1024);
     if (result.values < 250)
       throw new Error(`only ${result.values} distinct byte values in ${result.bytes} bytes`);
@@ -319,6 +355,7 @@ try {
       'xenbus-data',
       `${result.bytes} bytes from virtio-rng over grants and event channels, ${result.values} distinct byte values, ${(result.bytes / 1e6 / result.seconds).toFixed(2)} MB/s`,
     );
+    phase = 'close';
     await frontend.disconnect(XENBUS_STATE_CLOSED);
     pass('xenbus-close', 'Closing -> backend Closed -> Closed');
   } else {
