@@ -555,23 +555,37 @@ export class VhostUserBackend {
     queue.disableNotification();
     const c = libc();
     const look = (): void => {
+      try {
+        if (lookOnce()) {
+          c.schedYield();
+          setImmediate(look);
+        }
+      } catch (error) {
+        // The driver corrupted the ring (avail.idx out of range, spec 2.7.13.3): NEEDS_RESET,
+        // as when a kick finds it; never an exception out of the event loop.
+        ring.polling = false;
+        this.deviceFailed(error);
+      }
+    };
+    /** One look; true while the window stays open. */
+    const lookOnce = (): boolean => {
       if (ring.queue !== queue || this.closed || !this.context || this.context.failed || queue.broken) {
         ring.polling = false;
-        return;
+        return false;
       }
       if (queue.hasAvailable()) {
         const before = queue.getState().nextAvail;
         this.notifyDevice(ring.index);
-        if (ring.queue !== queue) {
+        if (ring.queue !== queue || !this.context || this.context.failed) {
           ring.polling = false;
-          return;
+          return false;
         }
         if (queue.getState().nextAvail === before) {
           // The device left the work where it is (deferring): it notifies itself when it can
           // serve; new chains kick again.
           ring.polling = false;
           queue.enableNotification();
-          return;
+          return false;
         }
         this.metrics.polled++;
         queue.disableNotification();
@@ -580,10 +594,9 @@ export class VhostUserBackend {
         ring.polling = false;
         // Ask for kicks again; what arrived meanwhile is served (and polled for) now.
         if (queue.enableNotification()) this.serve(ring);
-        return;
+        return false;
       }
-      c.schedYield();
-      setImmediate(look);
+      return true;
     };
     setImmediate(look);
   }

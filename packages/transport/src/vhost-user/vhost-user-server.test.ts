@@ -449,6 +449,22 @@ describe('vhost-user adaptive polling (pollUs)', () => {
     expect(server.metrics().polled).toBe(0);
   });
 
+  it('marks the device failed, not the process, when the driver corrupts avail.idx while the window is open', async () => {
+    const { frontend, server, queue, kick, call } = await running(patternDevice(), {
+      eventIdx: true,
+      pollUs: 10_000,
+    });
+    const err = eventFd();
+    await frontend.acked(Request.SET_VRING_ERR, encodeU64(0n), [err]);
+    queue.addChain([{ writable: true, length: 8 }]);
+    signalEventFd(kick);
+    await waitEventFd(call);
+    expect(server.metrics().pollWindows).toBe(1);
+    queue.setAvailIdx((queue.availIndex + 100) & 0xffff); // more than the queue size ahead (2.7.13.3)
+    expect(await waitEventFd(err)).toBeGreaterThan(0);
+    expect(server.metrics()).toMatchObject({ deviceFailures: 1, kicks: 1 });
+  });
+
   it('refuses a pollUs that is not an integer from 0 to 10000, naming it', () => {
     for (const pollUs of [-1, 10_001, 1.5, Number.NaN]) {
       expect(() => serveVhostUser({ socketPath, device: () => patternDevice(), pollUs })).toThrow(
