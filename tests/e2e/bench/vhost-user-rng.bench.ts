@@ -518,7 +518,8 @@ kicks; "xvio / C floor" is how much of that xvio's default reaches. On this mach
 VM whose idle CPUs halt to its host) waking a sleeping thread on another CPU costs tens of
 microseconds. Polling removes the backend's wake-up and the guest's kick: it pays when the
 backend does not share the vCPU's CPU ("free", "split"); on the vCPU's own CPU ("one-cpu")
-its looks take time from the guest, and polling is not meant for that placement. See
+its looks compete with the guest for that CPU, and neither polling nor waiting for kicks
+reaches the built-in device there. See
 tests/e2e/README.md ("Performance") for the breakdown per thread.
 
 Every round (µs/request = 64 bytes / rate; load = 1-minute load average at the boot; steal =
