@@ -117,6 +117,15 @@ export interface VhostUserBackendOptions {
 /** Largest `pollUs`. */
 export const MAX_POLL_US = 10_000;
 
+/** `pollUs` checked (default 0); a bad value throws a RangeError naming the option. */
+export function checkPollUs(pollUs: number | undefined): number {
+  const value = pollUs ?? 0;
+  if (!Number.isInteger(value) || value < 0 || value > MAX_POLL_US) {
+    throw new RangeError(`pollUs: expected an integer from 0 to ${MAX_POLL_US} microseconds, got ${value}`);
+  }
+  return value;
+}
+
 /** Protocol features xvio implements (CONFIG, CONFIGURE_MEM_SLOTS and XEN_MMAP are offered only where they fit). */
 export const OFFERED_PROTOCOL_FEATURES =
   ProtocolFeature.MQ |
@@ -213,13 +222,7 @@ export class VhostUserBackend {
 
   constructor(private readonly options: VhostUserBackendOptions) {
     this.device = options.device;
-    const pollUs = options.pollUs ?? 0;
-    if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) {
-      throw new RangeError(
-        `pollUs: expected an integer from 0 to ${MAX_POLL_US} microseconds, got ${pollUs}`,
-      );
-    }
-    this.pollMs = pollUs / 1000;
+    this.pollMs = checkPollUs(options.pollUs) / 1000;
     const deviceBits = this.device.features & (~RESERVED_FEATURE_MASK | CORE_FEATURES);
     // The core implements indirect descriptors and event suppression for every device, and
     // QEMU 7.2's vhost-user-rng acks both even when not offered: offer them. Platform

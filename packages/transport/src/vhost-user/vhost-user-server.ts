@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { VirtioDevice } from '../virtio-device.js';
 import {
-  MAX_POLL_US,
+  checkPollUs,
   VhostUserBackend,
   type VhostUserLogger,
   type VhostUserMetrics,
@@ -217,9 +217,6 @@ export function serveVhostUser(options: ServeVhostUserOptions): VhostUserServer 
   }
   if (typeof options.device !== 'function')
     throw new TypeError('device must be a function returning a VirtioDevice');
-  const pollUs = options.pollUs ?? 0;
-  if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) {
-    throw new RangeError(`pollUs: expected an integer from 0 to ${MAX_POLL_US} microseconds, got ${pollUs}`);
-  }
+  checkPollUs(options.pollUs);
   return new Server(options);
 }
